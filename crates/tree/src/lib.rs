@@ -1,0 +1,27 @@
+//! The instance model and the metadata trees meta169 serves: one record in,
+//! every EC2 and OpenStack path of every version out, in Nova's conventions.
+//! Pure: no I/O, no HTTP; the API serves the tree and the config-drive
+//! writer writes it, so the two never disagree.
+
+mod json;
+pub mod model;
+pub mod path;
+pub mod render;
+pub mod versions;
+
+pub use json::to_python_json;
+pub use model::{Device, DeviceKind, Instance, InvalidInstance, Port};
+pub use path::{MetadataPath, PathError};
+pub use render::{Body, ContentType, Ec2Node, Entry, RenderOptions, Tree};
+
+/// The example record shipped in `docs/instance.example.json`: the demo
+/// instance, and the reference for the record format.
+pub const EXAMPLE_INSTANCE_JSON: &str = include_str!("../../../docs/instance.example.json");
+
+/// The example record, parsed.
+pub fn example_instance() -> Instance {
+    serde_json::from_str(EXAMPLE_INSTANCE_JSON).expect("the shipped example record is valid")
+}
+
+#[cfg(test)]
+mod tests;
