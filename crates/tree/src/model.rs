@@ -310,3 +310,27 @@ mod tests {
         assert!(unknown.unwrap_err().to_string().contains("unknown field `colour`"));
     }
 }
+
+/// The MAC inside an EUI-64 IPv6 interface identifier (`fe80::f816:3eff:fe12:3456`
+/// → `fa:16:3e:12:34:56`), as Neutron derives it for IPv6 link-local guests.
+/// `None` for addresses that are not EUI-64 (stable-privacy, random).
+pub fn mac_from_eui64(ip: std::net::Ipv6Addr) -> Option<[u8; 6]> {
+    let o = ip.octets();
+    if o[11] != 0xff || o[12] != 0xfe {
+        return None;
+    }
+    Some([o[8] ^ 0x02, o[9], o[10], o[13], o[14], o[15]])
+}
+
+#[cfg(test)]
+mod eui64_tests {
+    use super::*;
+
+    #[test]
+    fn eui64_mac_is_recovered() {
+        let ip: std::net::Ipv6Addr = "fe80::f816:3eff:fe12:3456".parse().unwrap();
+        assert_eq!(mac_from_eui64(ip), Some([0xfa, 0x16, 0x3e, 0x12, 0x34, 0x56]));
+        let privacy: std::net::Ipv6Addr = "fe80::1c2d:3a4b:5c6d:7e8f".parse().unwrap();
+        assert_eq!(mac_from_eui64(privacy), None);
+    }
+}

@@ -1,0 +1,30 @@
+//! meta169's metadata API: the guest-facing HTTP server that identifies a
+//! caller, loads its instance and serves a path of its rendered tree, in
+//! Nova's paths, statuses and formats; plus the admin API orchestrators use
+//! to register instances.
+
+pub mod admin;
+pub mod cache;
+pub mod error;
+pub mod identity;
+pub mod metadata;
+pub mod server;
+pub mod settings;
+pub mod signing;
+pub mod vendordata;
+
+use axum::Router;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use metadata::MetadataService;
+pub use settings::{ApiSettings, DynamicTarget, IdentitySettings, ServerLimits};
+
+/// The TCP peer of a request, attached by the listener.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// The guest-facing router: every path goes to the metadata handler.
+pub fn metadata_router(service: Arc<MetadataService>) -> Router {
+    Router::new().fallback(metadata::handle).with_state(service)
+}

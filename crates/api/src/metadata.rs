@@ -1,0 +1,320 @@
+//! The guest-facing side: identify, load, serve a path. Mirrors Nova's
+//! handler: `/` needs no identity, any method but on `password` is served
+//! as GET, absent data is a fast 404.
+
+use crate::cache::{AddressKey, Caches, LoadedInstance};
+use crate::error::ApiError;
+use crate::identity::{identify, Caller, Identity};
+use crate::settings::{ApiSettings, ServerLimits};
+use crate::vendordata::VendorData;
+use crate::PeerAddr;
+use axum::body::Body as AxumBody;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderValue, Method, StatusCode};
+use http_body_util::BodyExt;
+use meta169_store::{Store, StoreError, MAX_PASSWORD_LEN};
+use meta169_tree::model::{format_mac, mac_from_eui64};
+use meta169_tree::versions::{ec2_version_listing, openstack_version_listing};
+use meta169_tree::{Body, ContentType, MetadataPath, Tree};
+use rand::RngCore;
+use std::net::IpAddr;
+use std::sync::Arc;
+use tracing::Instrument;
+
+/// Size of Nova's random seed, before base64.
+const RANDOM_SEED_BYTES: usize = 512;
+
+/// Shared state of the metadata side.
+pub struct MetadataService {
+    pub store: Arc<dyn Store>,
+    pub settings: ApiSettings,
+    pub limits: ServerLimits,
+    pub caches: Caches,
+    pub vendor: VendorData,
+}
+
+impl MetadataService {
+    pub fn new(store: Arc<dyn Store>, settings: ApiSettings, limits: ServerLimits) -> Result<Self, reqwest::Error> {
+        Ok(MetadataService {
+            caches: Caches::new(settings.cache_ttl),
+            vendor: VendorData::new(&settings)?,
+            store,
+            settings,
+            limits,
+        })
+    }
+
+    /// Load (or take from the cache) an instance and its tree.
+    pub async fn load(&self, uuid: &str) -> Result<Option<Arc<LoadedInstance>>, ApiError> {
+        if let Some(hit) = self.caches.instance(uuid) {
+            return Ok(Some(hit));
+        }
+        let stored = self.store.get_instance(uuid).await.map_err(|e| {
+            tracing::error!(instance = %uuid, "loading instance failed: {e}");
+            ApiError::Internal
+        })?;
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        let tree = Tree::render(&stored.instance, &self.settings.render);
+        let loaded = Arc::new(LoadedInstance::new(stored.instance, tree, stored.password, stored.revision));
+        self.caches.put_instance(loaded.clone());
+        Ok(Some(loaded))
+    }
+
+    async fn lookup_address(&self, key: AddressKey) -> Result<Option<String>, ApiError> {
+        if let Some(uuid) = self.caches.address(&key) {
+            return Ok(Some(uuid));
+        }
+        let found = match &key {
+            AddressKey::NetworkIp(network, ip) => self.store.find_by_network_ip(network, *ip).await,
+            AddressKey::NetworkMac(network, mac) => self.store.find_by_network_mac(network, &format_mac(mac)).await,
+            AddressKey::AnyNetworkIp(ip) => self.store.find_by_ip(*ip).await,
+        }
+        .map_err(|e| {
+            tracing::error!("address lookup failed: {e}");
+            ApiError::Internal
+        })?;
+        match found.as_slice() {
+            [] => Ok(None),
+            [uuid] => {
+                self.caches.put_address(key, uuid.clone());
+                Ok(Some(uuid.clone()))
+            }
+            many => {
+                tracing::error!(?key, instances = ?many, "address belongs to several instances; register the ports with their network ids");
+                Err(ApiError::Ambiguous(format!(
+                    "The address belongs to {} instances; the operator must make it unique.",
+                    many.len()
+                )))
+            }
+        }
+    }
+
+    /// The instance a caller is, or Nova's 404.
+    pub async fn resolve(&self, caller: &Caller) -> Result<Arc<LoadedInstance>, ApiError> {
+        let (uuid, expected_project) = match &caller.identity {
+            Identity::Signed { instance_id, project_id } => (instance_id.clone(), Some(project_id.as_str())),
+            Identity::ByAddress { network_id, address } => {
+                let key = match address {
+                    IpAddr::V6(v6) if v6.is_unicast_link_local() => match mac_from_eui64(*v6) {
+                        Some(mac) => AddressKey::NetworkMac(network_id.clone(), mac),
+                        None => {
+                            return Err(ApiError::NotFound(format!(
+                                "Instance was not found on network {network_id}: {address} is not an EUI-64 link-local address."
+                            )))
+                        }
+                    },
+                    ip => AddressKey::NetworkIp(network_id.clone(), *ip),
+                };
+                let uuid = self
+                    .lookup_address(key)
+                    .await?
+                    .ok_or_else(|| ApiError::NotFound(format!("Instance was not found on network {network_id}.")))?;
+                (uuid, None)
+            }
+            Identity::BySource { address } => {
+                let uuid = self
+                    .lookup_address(AddressKey::AnyNetworkIp(*address))
+                    .await?
+                    .ok_or_else(|| ApiError::NotFound(format!("No instance has the address {address}.")))?;
+                (uuid, None)
+            }
+        };
+        let loaded = self
+            .load(&uuid)
+            .await?
+            .ok_or_else(|| ApiError::NotFound("Instance was not found.".into()))?;
+        if let Some(project) = expected_project {
+            if loaded.instance.project_id != project {
+                tracing::warn!(instance = %uuid, "X-Tenant-ID does not match the instance's project");
+                return Err(ApiError::NotFound("Instance was not found.".into()));
+            }
+        }
+        Ok(loaded)
+    }
+}
+
+fn plain(content_type: ContentType, body: impl Into<Bytes>) -> Response {
+    let mut response = Response::new(AxumBody::from(body.into()));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type.as_str()));
+    response
+}
+
+/// `YYYY-MM-DD` of now, UTC, for hiding future versions.
+pub fn today_utc() -> String {
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() / 86_400)
+        .unwrap_or(0) as i64;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// Percent-decode the request path; refuse what cannot be a metadata path.
+fn decode_path(raw: &str) -> Result<MetadataPath, ApiError> {
+    if raw.len() > 3 * meta169_tree::path::MAX_PATH_LEN {
+        return Err(ApiError::BadRequest("The request path is too long.".into()));
+    }
+    let bytes: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
+    let text = String::from_utf8(bytes).map_err(|_| ApiError::BadRequest("The request path is not valid UTF-8.".into()))?;
+    MetadataPath::parse(&text).map_err(|e| ApiError::BadRequest(format!("Bad request path: {e}.")))
+}
+
+/// The metadata handler: every path goes through here.
+pub async fn handle(State(service): State<Arc<MetadataService>>, request: Request) -> Response {
+    let path = request.uri().path().to_string();
+    let span = tracing::info_span!("metadata", %path, method = %request.method(), instance = tracing::field::Empty);
+    async move {
+        match serve(&service, request).await {
+            Ok(response) => {
+                tracing::debug!(status = response.status().as_u16(), "served");
+                response
+            }
+            Err(error) => {
+                let status = error.status();
+                if status.is_server_error() {
+                    tracing::error!(status = status.as_u16(), "{error}");
+                } else {
+                    tracing::info!(status = status.as_u16(), "{error}");
+                }
+                error.into_response()
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn serve(service: &MetadataService, request: Request) -> Result<Response, ApiError> {
+    let path = decode_path(request.uri().path())?;
+    let items = match path {
+        MetadataPath::Root => return Ok(plain(ContentType::Text, ec2_version_listing())),
+        MetadataPath::Ec2Versions | MetadataPath::OpenStackVersions | MetadataPath::Item(_) => path,
+    };
+    let peer = request
+        .extensions()
+        .get::<PeerAddr>()
+        .map(|p| p.0.ip())
+        .ok_or_else(|| {
+            tracing::error!("request without a peer address; the listener must set PeerAddr");
+            ApiError::Internal
+        })?;
+    let caller = identify(request.headers(), peer, &service.settings.identity)?;
+    let loaded = service.resolve(&caller).await?;
+    tracing::Span::current().record("instance", loaded.instance.uuid.as_str());
+    let segments = match items {
+        MetadataPath::Ec2Versions => return Ok(plain(ContentType::Text, ec2_version_listing())),
+        MetadataPath::OpenStackVersions => return Ok(plain(ContentType::Text, openstack_version_listing(&today_utc()))),
+        MetadataPath::Item(segments) => segments,
+        MetadataPath::Root => unreachable!("answered above"),
+    };
+    let entry = loaded.tree.lookup(&segments).ok_or_else(ApiError::not_found)?;
+    Ok(match &entry.body {
+        Body::Static(bytes) => plain(entry.content_type, bytes.clone()),
+        Body::MetaData { before, after } => {
+            let mut seed = [0u8; RANDOM_SEED_BYTES];
+            rand::thread_rng().fill_bytes(&mut seed);
+            let seed = base64::engine::general_purpose::STANDARD.encode(seed);
+            let mut body = BytesMut::with_capacity(before.len() + seed.len() + after.len());
+            body.extend_from_slice(before);
+            body.extend_from_slice(seed.as_bytes());
+            body.extend_from_slice(after);
+            plain(entry.content_type, body.freeze())
+        }
+        Body::RequesterAddress => plain(entry.content_type, caller.requester.to_string()),
+        Body::VendorData2 => {
+            let doc = loaded
+                .vendor_data2
+                .get_or_init(|| service.vendor.document(&loaded.instance, &service.settings))
+                .await;
+            plain(entry.content_type, doc.clone())
+        }
+        Body::Password => return password(service, &loaded, request).await,
+    })
+}
+
+/// Nova's password endpoint: GET reads, POST sets once, anything else is 400.
+async fn password(service: &MetadataService, loaded: &LoadedInstance, request: Request) -> Result<Response, ApiError> {
+    match *request.method() {
+        Method::GET => Ok(plain(ContentType::Text, loaded.password.clone())),
+        Method::POST => {
+            let too_large = || ApiError::BadRequest("Request is too large.".into());
+            let declared = request
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > MAX_PASSWORD_LEN as u64) {
+                return Err(too_large());
+            }
+            if !loaded.password.is_empty() {
+                return Err(ApiError::PasswordConflict);
+            }
+            let limited = http_body_util::Limited::new(request.into_body(), MAX_PASSWORD_LEN);
+            let body = tokio::time::timeout(service.limits.body_read_timeout, limited.collect())
+                .await
+                .map_err(|_| ApiError::BadRequest("The request body was not received in time.".into()))?
+                .map_err(|_| too_large())?
+                .to_bytes();
+            let text = String::from_utf8(body.to_vec())
+                .map_err(|_| ApiError::BadRequest("The password must be UTF-8 text.".into()))?;
+            let uuid = loaded.instance.uuid.clone();
+            match service.store.set_password_once(&uuid, &text).await {
+                Ok(()) => {
+                    service.caches.invalidate(&uuid);
+                    tracing::info!(instance = %uuid, "password stored");
+                    let mut response = plain(ContentType::Text, Bytes::new());
+                    *response.status_mut() = StatusCode::OK;
+                    Ok(response)
+                }
+                Err(StoreError::PasswordAlreadySet(_)) => {
+                    service.caches.invalidate(&uuid);
+                    Err(ApiError::PasswordConflict)
+                }
+                Err(StoreError::PasswordTooLong(_)) => Err(too_large()),
+                Err(StoreError::NotFound(_)) => Err(ApiError::BadRequest("The instance no longer exists.".into())),
+                Err(e) => {
+                    tracing::error!(instance = %uuid, "storing password failed: {e}");
+                    Err(ApiError::Internal)
+                }
+            }
+        }
+        _ => Err(ApiError::BadRequest("GET and POST only are supported.".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn today_is_a_date() {
+        let today = today_utc();
+        assert_eq!(today.len(), 10);
+        assert!(today.as_str() > "2024-01-01");
+    }
+
+    #[test]
+    fn paths_are_decoded_and_checked() {
+        assert!(matches!(decode_path("/latest/meta%2Ddata"), Ok(MetadataPath::Item(s)) if s[2] == "meta-data"));
+        assert!(decode_path("/latest/%00").is_err());
+        assert!(decode_path("/latest/%ff%fe").is_err());
+        assert!(decode_path("/latest/%2e%2e/x").is_err());
+        assert!(decode_path(&"/a".repeat(3000)).is_err());
+    }
+}

@@ -1,0 +1,70 @@
+//! The HTTP listener: hyper's HTTP/1 server with the limits a guest-facing
+//! service needs (bounded request head, header read timeout, bounded number
+//! of connections), handing each request to a router with the TCP peer
+//! address attached as [`PeerAddr`].
+
+use crate::settings::ServerLimits;
+use crate::PeerAddr;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+/// Serve `router` on `listener` until `shutdown` completes.
+pub async fn serve(listener: TcpListener, router: Router, limits: ServerLimits, shutdown: impl Future<Output = ()>) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let limits = limits.clone();
+        tokio::spawn(async move {
+            serve_connection(TokioIo::new(stream), peer, router, &limits).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Serve one accepted connection (TCP or anything else that is a stream).
+pub async fn serve_connection<I>(io: I, peer: SocketAddr, router: Router, limits: &ServerLimits)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+        request.extensions_mut().insert(PeerAddr(peer));
+        router.clone().oneshot(request.map(axum::body::Body::new))
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_head_bytes.max(8192))
+        .keep_alive(true);
+    if let Err(e) = builder.serve_connection(io, service).await {
+        tracing::debug!(%peer, "connection ended: {e}");
+    }
+}

@@ -1,0 +1,164 @@
+//! Runtime settings of the API, resolved from configuration by the binary.
+
+use ipnet::IpNet;
+use meta169_tree::RenderOptions;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Which ways of identifying a caller a listener accepts. Configuration,
+/// never a guess: a guest must not choose its identity by sending headers.
+#[derive(Clone, Debug)]
+pub struct IdentitySettings {
+    /// Signed `X-Instance-ID` headers from a trusted proxy (Nova mode 1).
+    pub signed: bool,
+    /// `X-OVN-Network-ID` / `X-Neutron-Network-ID` + `X-Forwarded-For`
+    /// from a trusted proxy, looked up in the store's ports.
+    pub by_address: bool,
+    /// The TCP peer address (standalone, flat networks).
+    pub by_source: bool,
+    /// Peers whose identity headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `metadata_proxy_shared_secret`.
+    pub shared_secret: Vec<u8>,
+}
+
+impl Default for IdentitySettings {
+    fn default() -> Self {
+        IdentitySettings {
+            signed: true,
+            by_address: true,
+            by_source: false,
+            trusted_proxies: default_trusted_proxies(),
+            shared_secret: Vec::new(),
+        }
+    }
+}
+
+/// Loopback only: the proxy usually runs on the same host.
+pub fn default_trusted_proxies() -> Vec<IpNet> {
+    vec![
+        "127.0.0.0/8".parse().expect("valid network"),
+        "::1/128".parse().expect("valid network"),
+    ]
+}
+
+impl IdentitySettings {
+    pub fn is_trusted(&self, peer: IpAddr) -> bool {
+        let peer = canonical_ip(peer);
+        self.trusted_proxies.iter().any(|net| net.contains(&peer))
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.5`) as the IPv4 they carry.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// One dynamic vendordata target (`name@url`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DynamicTarget {
+    pub name: String,
+    pub url: String,
+}
+
+impl DynamicTarget {
+    /// Parse Nova's `name@url` form.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (name, url) = text
+            .split_once('@')
+            .ok_or_else(|| format!("vendordata target {text:?} is not of the form name@url"))?;
+        if name.is_empty() || url.is_empty() {
+            return Err(format!("vendordata target {text:?} needs both a name and a url"));
+        }
+        if name == "static" {
+            return Err("a vendordata target cannot be named \"static\": that key holds the static document".into());
+        }
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!("vendordata target {name}: url {url:?} must start with http:// or https://"));
+        }
+        Ok(DynamicTarget {
+            name: name.to_string(),
+            url: url.to_string(),
+        })
+    }
+}
+
+/// Everything the metadata handler needs to know.
+#[derive(Clone, Debug)]
+pub struct ApiSettings {
+    pub identity: IdentitySettings,
+    pub render: RenderOptions,
+    /// How long a loaded record (and its dynamic vendordata) is served
+    /// before the store is asked again; Nova's `metadata_cache_expiration`.
+    pub cache_ttl: Duration,
+    pub dynamic_targets: Vec<DynamicTarget>,
+    pub dynamic_connect_timeout: Duration,
+    pub dynamic_read_timeout: Duration,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            identity: IdentitySettings::default(),
+            render: RenderOptions::default(),
+            cache_ttl: Duration::from_secs(15),
+            dynamic_targets: Vec::new(),
+            dynamic_connect_timeout: Duration::from_secs(5),
+            dynamic_read_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Limits of the HTTP listener against slow or hostile clients.
+#[derive(Clone, Debug)]
+pub struct ServerLimits {
+    /// Time allowed to send the request line and headers.
+    pub header_read_timeout: Duration,
+    /// Largest request head (line + headers); at least 8 KiB (hyper's floor).
+    pub max_head_bytes: usize,
+    /// Connections served at once; further ones wait in the backlog.
+    pub max_connections: usize,
+    /// Time allowed to send a request body (password POST, admin JSON).
+    pub body_read_timeout: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            header_read_timeout: Duration::from_secs(10),
+            max_head_bytes: 8 * 1024,
+            max_connections: 4096,
+            body_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_like_nova() {
+        assert_eq!(
+            DynamicTarget::parse("testing@http://127.0.0.1:9000/a@b").unwrap(),
+            DynamicTarget {
+                name: "testing".into(),
+                url: "http://127.0.0.1:9000/a@b".into()
+            }
+        );
+        assert!(DynamicTarget::parse("nourl").is_err());
+        assert!(DynamicTarget::parse("static@http://x").is_err());
+        assert!(DynamicTarget::parse("x@ftp://x").is_err());
+    }
+
+    #[test]
+    fn trust_covers_mapped_addresses() {
+        let s = IdentitySettings::default();
+        assert!(s.is_trusted("127.0.0.1".parse().unwrap()));
+        assert!(s.is_trusted("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!s.is_trusted("10.0.0.5".parse().unwrap()));
+    }
+}

@@ -1,0 +1,555 @@
+//! The metadata API over real HTTP: both trees, every identity mode, the
+//! password flow, vendordata2 against a live target, and hostile input.
+
+mod common;
+
+use common::{TestApi, ADMIN_TOKEN, SECRET};
+use meta169_api::signing::sign_instance_id;
+use meta169_api::{ApiSettings, DynamicTarget, ServerLimits};
+use meta169_tree::{example_instance, Instance};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+/// Crawl an EC2 listing the way cloud-init does; return every leaf path.
+async fn crawl(api: &TestApi, url: &str, leaves: &mut BTreeSet<String>) {
+    let body = api.ok(url).await;
+    for line in body.lines().filter(|l| !l.is_empty()) {
+        if let Some(dir) = line.strip_suffix('/') {
+            Box::pin(crawl(api, &format!("{url}{dir}/"), leaves)).await;
+        } else if let Some((index, _name)) = line.split_once('=') {
+            let key = format!("{url}{index}/openssh-key");
+            api.ok(&key).await;
+            // The directory itself answers with and without the slash.
+            assert_eq!(api.ok(&format!("{url}{index}")).await, "openssh-key");
+            leaves.insert(key);
+        } else {
+            let leaf = format!("{url}{line}");
+            let value = api.ok(&leaf).await;
+            // Leaves answer with a trailing slash too (botocore asks so).
+            assert_eq!(api.ok(&format!("{leaf}/")).await, value, "{leaf}/");
+            leaves.insert(leaf);
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_ec2_path_of_two_versions() {
+    let api = TestApi::standalone().await;
+    let i = example_instance();
+    for version in ["latest", "2009-04-04", "2007-12-15"] {
+        let mut leaves = BTreeSet::new();
+        crawl(&api, &format!("/{version}/meta-data/"), &mut leaves).await;
+        assert!(leaves.len() >= 14, "{version}: {leaves:?}");
+        assert_eq!(api.ok(&format!("/{version}/meta-data/instance-id")).await, "i-00000042");
+        assert_eq!(api.ok(&format!("/{version}/meta-data/hostname")).await, "demo.novalocal");
+        assert_eq!(
+            api.ok(&format!("/{version}/meta-data/public-keys/0/openssh-key")).await,
+            i.public_keys["demo-key"]
+        );
+        assert_eq!(
+            api.ok(&format!("/{version}/user-data")).await.as_bytes(),
+            i.user_data.as_deref().unwrap()
+        );
+        assert_eq!(api.ok(&format!("/{version}")).await, "meta-data/\nuser-data");
+        // /ec2/<v>/... is the same tree.
+        assert_eq!(
+            api.ok(&format!("/ec2/{version}/meta-data/instance-id")).await,
+            "i-00000042"
+        );
+    }
+    assert!(api.ok("/latest/meta-data/placement/").await == "availability-zone");
+    assert_eq!(api.get("/2007-12-15/meta-data/placement/availability-zone").await.0, 404);
+    assert!(api.ok("/").await.ends_with("2009-04-04\nlatest"));
+    assert!(api.ok("/ec2").await.ends_with("2009-04-04\nlatest"));
+}
+
+#[tokio::test]
+async fn every_openstack_path_of_two_versions() {
+    let api = TestApi::standalone().await;
+    let i = example_instance();
+    let versions = api.ok("/openstack").await;
+    assert!(versions.contains("2018-08-27\n") && versions.ends_with("\nlatest"));
+    for version in ["2012-08-10", "2018-08-27", "latest"] {
+        let files = api.ok(&format!("/openstack/{version}/")).await;
+        for file in files.lines() {
+            let r = api.http.get(format!("{}/openstack/{version}/{file}", api.base)).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{version}/{file}");
+            let ctype = r.headers()["content-type"].to_str().unwrap().to_string();
+            let body = r.bytes().await.unwrap();
+            if file.ends_with(".json") && file != "network_data.json" {
+                assert_eq!(ctype, "application/json", "{file}");
+            }
+            if file.ends_with(".json") {
+                let _: Value = serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{file}: {e}"));
+            }
+        }
+        let md: Value = serde_json::from_str(&api.ok(&format!("/openstack/{version}/meta_data.json")).await).unwrap();
+        assert_eq!(md["uuid"], i.uuid);
+        assert_eq!(md["hostname"], "demo.novalocal");
+        assert_eq!(md["public_keys"]["demo-key"], i.public_keys["demo-key"]);
+        assert_eq!(md["meta"]["role"], "webserver");
+        if version == "2012-08-10" {
+            assert!(md.get("random_seed").is_none() && md.get("project_id").is_none());
+            assert_eq!(files, "meta_data.json\nuser_data");
+        } else {
+            assert_eq!(md["project_id"], i.project_id);
+            assert_eq!(md["random_seed"].as_str().unwrap().len(), 684);
+            assert_eq!(
+                files,
+                "meta_data.json\nuser_data\npassword\nvendor_data.json\nnetwork_data.json\nvendor_data2.json"
+            );
+        }
+        let nd: Value = serde_json::from_str(&api.ok(&format!("/openstack/{version}/network_data.json")).await).unwrap();
+        assert_eq!(nd, i.network_data.clone().unwrap());
+        assert_eq!(api.ok(&format!("/openstack/{version}/user_data")).await.as_bytes(), i.user_data.as_deref().unwrap());
+    }
+    // A fresh random seed on every request, as Nova does.
+    let a: Value = serde_json::from_str(&api.ok("/openstack/latest/meta_data.json").await).unwrap();
+    let b: Value = serde_json::from_str(&api.ok("/openstack/latest/meta_data.json").await).unwrap();
+    assert_ne!(a["random_seed"], b["random_seed"]);
+    assert_eq!(api.ok("/openstack/latest/vendor_data.json").await, "{}");
+    assert_eq!(api.ok("/openstack/latest/vendor_data2.json").await, "{\"static\": {}}");
+}
+
+#[tokio::test]
+async fn statuses_for_unknown_things_are_novas() {
+    let api = TestApi::standalone().await;
+    for path in [
+        "/2021-03-23/meta-data/instance-id",
+        "/2018-09-24/meta-data/instance-id",
+        "/2016-09-02/meta-data/instance-id",
+        "/latest/meta-data/nothing",
+        "/latest/meta-data/hostname/child",
+        "/latest/meta-data/security-groups/default",
+        "/openstack/2099-01-01/meta_data.json",
+        "/openstack/latest/nothing.json",
+        "/openstack/content/0000",
+        "/openstack/2012-08-10/password",
+        "/openstack/2013-04-04/vendor_data.json",
+    ] {
+        let (status, body) = api.get(path).await;
+        assert_eq!(status, 404, "{path}");
+        assert!(!body.is_empty(), "{path}: error bodies are never empty");
+    }
+    // botocore's token request: never 400.
+    let r = api
+        .http
+        .put(format!("{}/latest/api/token", api.base))
+        .header("x-aws-ec2-metadata-token-ttl-seconds", "21600")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // Any method but on password is served as GET.
+    let r = api.http.post(format!("{}/latest/meta-data/hostname", api.base)).body("x").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "demo.novalocal");
+    let r = api.http.delete(format!("{}/openstack/latest/meta_data.json", api.base)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // HEAD: the headers of GET, no body.
+    let r = api.http.head(format!("{}/latest/meta-data/hostname", api.base)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], "14");
+    assert_eq!(r.bytes().await.unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn unknown_source_address_is_404() {
+    let mut settings = ApiSettings::default();
+    settings.identity.by_source = true;
+    let api = TestApi::start(settings, ServerLimits::default()).await;
+    // No instance has 127.0.0.1 yet.
+    let (status, body) = api.get("/latest/meta-data/instance-id").await;
+    assert_eq!(status, 404);
+    assert!(body.contains("No instance has the address 127.0.0.1"), "{body}");
+    // "/" needs no identity.
+    assert_eq!(api.get("/").await.0, 200);
+}
+
+fn signed_settings() -> ApiSettings {
+    let mut settings = ApiSettings::default();
+    settings.identity.shared_secret = SECRET.to_vec();
+    settings
+}
+
+#[tokio::test]
+async fn signed_headers_identify_and_check_the_project() {
+    let api = TestApi::start(signed_settings(), ServerLimits::default()).await;
+    let i = example_instance();
+    api.add(&i).await;
+    let url = format!("{}/openstack/latest/meta_data.json", api.base);
+    let sig = sign_instance_id(SECRET, &i.uuid);
+    let r = api
+        .http
+        .get(&url)
+        .header("X-Instance-ID", &i.uuid)
+        .header("X-Tenant-ID", &i.project_id)
+        .header("X-Instance-ID-Signature", &sig)
+        .header("X-Forwarded-For", "10.9.9.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let md: Value = r.json().await.unwrap();
+    assert_eq!(md["uuid"], i.uuid);
+
+    let status = |tenant: &'static str, sig: String| {
+        let (http, url, uuid) = (api.http.clone(), url.clone(), i.uuid.clone());
+        async move {
+            let r = http
+                .get(&url)
+                .header("X-Instance-ID", uuid)
+                .header("X-Tenant-ID", tenant)
+                .header("X-Instance-ID-Signature", sig)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (code, body) = status("other-project", sig.clone()).await;
+    assert_eq!(code, 404, "{body}");
+    let (code, body) = status("f7ac731cc11f40efbc03a9f9e1d1d21f", "0".repeat(64)).await;
+    assert_eq!(code, 403);
+    assert!(body.contains("Invalid proxy request signature."));
+    // No headers at all: Nova's 400.
+    let (code, body) = api.get("/openstack/latest/meta_data.json").await;
+    assert_eq!(code, 400);
+    assert!(body.contains("X-Instance-ID header is missing from request."));
+    // Unknown instance, properly signed: 404.
+    let r = api
+        .http
+        .get(&url)
+        .header("X-Instance-ID", "nope")
+        .header("X-Tenant-ID", "p")
+        .header("X-Instance-ID-Signature", sign_instance_id(SECRET, "nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn network_headers_identify_by_port_even_on_overlapping_subnets() {
+    let api = TestApi::start(signed_settings(), ServerLimits::default()).await;
+    let mut a = example_instance();
+    a.uuid = "aaaaaaaa-0000-0000-0000-000000000001".into();
+    a.ec2_instance_id = None;
+    a.ports[0].network_id = "net-a".into();
+    a.ports[0].ips = vec!["10.0.0.5".parse().unwrap(), "fd00::5".parse().unwrap()];
+    let mut b = a.clone();
+    b.uuid = "bbbbbbbb-0000-0000-0000-000000000002".into();
+    b.ports[0].network_id = "net-b".into();
+    b.ports[0].mac = "fa:16:3e:00:00:bb".into();
+    api.add(&a).await;
+    api.add(&b).await;
+    let ask = |header: &'static str, net: &'static str, xff: &'static str| {
+        let (http, base) = (api.http.clone(), api.base.clone());
+        async move {
+            let r = http
+                .get(format!("{base}/latest/meta-data/instance-id"))
+                .header(header, net)
+                .header("X-Forwarded-For", xff)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(ask("X-OVN-Network-ID", "net-a", "10.0.0.5").await, (200, "i-aaaaaaaa".into()));
+    assert_eq!(ask("X-OVN-Network-ID", "net-b", "10.0.0.5").await, (200, "i-bbbbbbbb".into()));
+    assert_eq!(ask("X-Neutron-Network-ID", "net-b", "10.0.0.5").await, (200, "i-bbbbbbbb".into()));
+    // IPv6 link-local guests are found by the MAC in their EUI-64 address.
+    assert_eq!(
+        ask("X-OVN-Network-ID", "net-b", "fe80::f816:3eff:fe00:bb").await,
+        (200, "i-bbbbbbbb".into())
+    );
+    let (code, body) = ask("X-OVN-Network-ID", "net-c", "10.0.0.5").await;
+    assert_eq!(code, 404);
+    assert!(body.contains("Instance was not found on network net-c."), "{body}");
+    // The requester address feeds local-ipv4 only when no fixed IPv4 exists;
+    // here the port's own address is used.
+    assert_eq!(
+        api.http
+            .get(format!("{}/latest/meta-data/local-ipv4", api.base))
+            .header("X-OVN-Network-ID", "net-a")
+            .header("X-Forwarded-For", "10.0.0.5")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "10.0.0.5"
+    );
+}
+
+#[tokio::test]
+async fn identity_headers_from_untrusted_peers_are_ignored() {
+    let mut settings = signed_settings();
+    settings.identity.trusted_proxies = vec![];
+    let api = TestApi::start(settings.clone(), ServerLimits::default()).await;
+    let i = example_instance();
+    api.add(&i).await;
+    let r = api
+        .http
+        .get(format!("{}/latest/meta-data/instance-id", api.base))
+        .header("X-Instance-ID", &i.uuid)
+        .header("X-Tenant-ID", &i.project_id)
+        .header("X-Instance-ID-Signature", sign_instance_id(SECRET, &i.uuid))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("not a trusted proxy"));
+
+    // With source identification on, the headers are ignored and the peer
+    // address decides: a guest cannot claim another instance.
+    settings.identity.by_source = true;
+    let api = TestApi::start(settings, ServerLimits::default()).await;
+    let mut other = example_instance();
+    other.uuid = "other".into();
+    other.ports[0].ips = vec!["10.1.1.1".parse().unwrap()];
+    api.add(&i).await;
+    api.add(&other).await;
+    let r = api
+        .http
+        .get(format!("{}/openstack/latest/meta_data.json", api.base))
+        .header("X-Instance-ID", "other")
+        .header("X-Tenant-ID", &i.project_id)
+        .header("X-Instance-ID-Signature", sign_instance_id(SECRET, "other"))
+        .header("X-OVN-Network-ID", &i.ports[0].network_id)
+        .header("X-Forwarded-For", "10.1.1.1")
+        .send()
+        .await
+        .unwrap();
+    let md: Value = r.json().await.unwrap();
+    assert_eq!(md["uuid"], i.uuid);
+}
+
+#[tokio::test]
+async fn password_flow_is_novas() {
+    let api = TestApi::standalone().await;
+    let url = format!("{}/openstack/latest/password", api.base);
+    assert_eq!(api.ok("/openstack/latest/password").await, "");
+    let too_big = api.http.post(&url).body("x".repeat(1021)).send().await.unwrap();
+    assert_eq!(too_big.status(), 400);
+    assert!(too_big.text().await.unwrap().contains("Request is too large."));
+    let r = api.http.post(&url).body("ZW5jcnlwdGVk").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(api.ok("/openstack/2013-04-04/password").await, "ZW5jcnlwdGVk");
+    let again = api.http.post(&url).body("other").send().await.unwrap();
+    assert_eq!(again.status(), 409);
+    for method in [reqwest::Method::PUT, reqwest::Method::DELETE, reqwest::Method::HEAD] {
+        let r = api.http.request(method.clone(), &url).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{method}");
+    }
+    // The administrator reads and clears it; then the guest may post again.
+    let uuid = example_instance().uuid;
+    let admin_url = format!("{}/v1/instances/{uuid}/password", api.admin);
+    let shown: Value = api.http.get(&admin_url).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
+    assert_eq!(shown["password"], "ZW5jcnlwdGVk");
+    let cleared = api.http.delete(&admin_url).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    assert_eq!(cleared.status(), 204);
+    assert_eq!(api.ok("/openstack/latest/password").await, "");
+    let r = api.http.post(&url).body("x".repeat(1020)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// A vendordata target started by the test: answers JSON and records what
+/// it was sent.
+async fn start_target(behaviour: &'static str) -> (String, tokio::sync::mpsc::UnboundedReceiver<(String, Value)>) {
+    use axum::routing::post;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/",
+        post(move |headers: http::HeaderMap, body: axum::Json<Value>| {
+            let tx = tx.clone();
+            async move {
+                let agent = headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let _ = tx.send((agent, body.0));
+                match behaviour {
+                    "slow" => {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        (http::StatusCode::OK, "{}".to_string())
+                    }
+                    "broken" => (http::StatusCode::INTERNAL_SERVER_ERROR, "oops".to_string()),
+                    _ => (http::StatusCode::OK, r#"{"value1": 1, "value3": "three"}"#.to_string()),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, rx)
+}
+
+#[tokio::test]
+async fn vendordata2_calls_targets_and_leaves_failures_out() {
+    let (good, mut seen) = start_target("good").await;
+    let (slow, _) = start_target("slow").await;
+    let (broken, _) = start_target("broken").await;
+    let refused = format!("http://127.0.0.1:{}/", meta169_testkit::free_port());
+    let mut settings = ApiSettings::default();
+    settings.identity.by_source = true;
+    settings.render.vendor_static = Some(std::sync::Arc::new(serde_json::json!({"cloud-init": "#cloud-config\n"})));
+    settings.dynamic_targets = [("testing", &good), ("slow", &slow), ("broken", &broken), ("down", &refused)]
+        .iter()
+        .map(|(n, u)| DynamicTarget::parse(&format!("{n}@{u}")).unwrap())
+        .collect();
+    settings.dynamic_connect_timeout = Duration::from_millis(500);
+    settings.dynamic_read_timeout = Duration::from_millis(500);
+    let api = TestApi::start(settings, ServerLimits::default()).await;
+    let i = example_instance();
+    api.add(&i).await;
+    let started = std::time::Instant::now();
+    let doc: Value = serde_json::from_str(&api.ok("/openstack/latest/vendor_data2.json").await).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "a slow target must not hold the answer");
+    assert_eq!(
+        doc,
+        serde_json::json!({"static": {"cloud-init": "#cloud-config\n"}, "testing": {"value1": 1, "value3": "three"}})
+    );
+    let (agent, body) = seen.recv().await.unwrap();
+    assert_eq!(agent, "openstack-nova-vendordata");
+    assert_eq!(body["instance-id"], i.uuid);
+    assert_eq!(body["project-id"], i.project_id);
+    assert_eq!(body["hostname"], "demo.novalocal");
+    assert_eq!(body["image-id"], i.image_id.clone().unwrap());
+    assert_eq!(body["metadata"]["role"], "webserver");
+    assert_eq!(body["boot-roles"], "");
+    assert!(body["user-data"].is_string());
+    assert_eq!(
+        api.ok("/openstack/latest/vendor_data.json").await,
+        "{\"cloud-init\": \"#cloud-config\\n\"}"
+    );
+}
+
+/// Send raw bytes on a fresh connection; return the status code (0 = closed).
+fn raw(addr: &str, request: &[u8]) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = stream.write_all(request);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let code = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_requests_get_clear_4xx() {
+    let limits = ServerLimits {
+        header_read_timeout: Duration::from_millis(500),
+        ..ServerLimits::default()
+    };
+    let mut settings = ApiSettings::default();
+    settings.identity.by_source = true;
+    let api = TestApi::start(settings, limits).await;
+    api.add(&example_instance()).await;
+    let addr = api.base.trim_start_matches("http://").to_string();
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("invalid utf-8", b"GET /latest/%ff%fe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(), 400),
+        ("nul", b"GET /latest/meta-data%00 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(), 400),
+        ("dot-dot", b"GET /latest/../latest/meta-data HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(), 400),
+        ("encoded dot-dot", b"GET /latest/%2e%2e/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(), 400),
+        (
+            "long path",
+            format!("GET /{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "a/".repeat(1500)).into_bytes(),
+            400,
+        ),
+        (
+            "huge header",
+            format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n", "a".repeat(20_000)).into_bytes(),
+            431,
+        ),
+        ("garbage", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n".to_vec(), 400),
+        (
+            "oversized password",
+            format!(
+                "POST /openstack/latest/password HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n{}",
+                "p".repeat(5000)
+            )
+            .into_bytes(),
+            400,
+        ),
+    ];
+    for (name, request, expected) in cases {
+        let addr = addr.clone();
+        let (code, text) = tokio::task::spawn_blocking(move || raw(&addr, &request)).await.unwrap();
+        assert_eq!(code, expected, "{name}: {text}");
+    }
+    // A slow client that never finishes its headers is cut off.
+    let addr2 = addr.clone();
+    let started = std::time::Instant::now();
+    let (code, _) = tokio::task::spawn_blocking(move || raw(&addr2, b"GET /latest/meta-data HTTP/1.1\r\nHost: x\r\n"))
+        .await
+        .unwrap();
+    assert!(code == 408 || code == 0, "slow client got {code}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The server still answers afterwards.
+    assert_eq!(api.ok("/latest/meta-data/instance-id").await, "i-00000042");
+}
+
+#[tokio::test]
+async fn admin_api_needs_its_token_and_explains_bad_input() {
+    let api = TestApi::standalone().await;
+    let url = format!("{}/v1/instances", api.admin);
+    assert_eq!(api.http.get(&url).send().await.unwrap().status(), 401);
+    assert_eq!(api.http.get(&url).bearer_auth("wrong").send().await.unwrap().status(), 401);
+    let list: Value = api.http.get(&url).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list[0]["uuid"], example_instance().uuid);
+
+    let bad = api.http.post(&url).bearer_auth(ADMIN_TOKEN).body("{not json").send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().contains("not a valid record"));
+    let unknown = api
+        .http
+        .post(&url)
+        .bearer_auth(ADMIN_TOKEN)
+        .body(r#"{"uuid": "x", "name": "x", "hostname": "x", "project_id": "p", "colour": 1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 400);
+    assert!(unknown.text().await.unwrap().contains("unknown field `colour`"));
+    let dup = api.http.post(&url).bearer_auth(ADMIN_TOKEN).json(&example_instance()).send().await.unwrap();
+    assert_eq!(dup.status(), 409);
+
+    // Replace: the change is visible to the guest at once.
+    let mut changed: Instance = example_instance();
+    changed.hostname = "renamed".into();
+    api.add(&changed).await;
+    assert_eq!(api.ok("/latest/meta-data/hostname").await, "renamed.novalocal");
+
+    // Ports replaced on their own: the old address stops answering.
+    let ports_url = format!("{}/v1/instances/{}/ports", api.admin, changed.uuid);
+    let r = api
+        .http
+        .put(&ports_url)
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!([{"network_id": "n", "mac": "fa:16:3e:00:00:09", "ips": ["10.3.3.3"]}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(api.get("/latest/meta-data/hostname").await.0, 404);
+    let del = api
+        .http
+        .delete(format!("{}/v1/instances/{}", api.admin, changed.uuid))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), 204);
+    let gone = api
+        .http
+        .get(format!("{}/v1/instances/{}", api.admin, changed.uuid))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+}

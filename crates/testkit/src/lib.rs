@@ -1,0 +1,231 @@
+//! The one place meta169's tests start real components: processes (our own
+//! binary, Python with cloud-init), network namespaces. Every component is
+//! started here, the same way for every test, and stopped by the process id
+//! or name this helper created — never by a name search.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Debian's Python, which sees Debian's cloud-init package.
+pub const SYSTEM_PYTHON: &str = "/usr/bin/python3";
+
+/// A started process, stopped (SIGTERM, then SIGKILL) by its pid on drop.
+pub struct Process {
+    child: Option<Child>,
+    name: String,
+}
+
+impl Process {
+    /// Start `command` with stdout/stderr captured to files in `log_dir`.
+    pub fn start(name: &str, mut command: Command, log_dir: &Path) -> Process {
+        let out = std::fs::File::create(log_dir.join(format!("{name}.log"))).expect("create log file");
+        let err = out.try_clone().expect("clone log file");
+        command.stdin(Stdio::null()).stdout(out).stderr(err);
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({command:?}): {e}"));
+        Process {
+            child: Some(child),
+            name: name.to_string(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// SIGKILL, no chance to clean up: what a crash looks like.
+    pub fn kill_hard(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Has it exited? Returns its status if so.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// SIGTERM, wait up to 5 s, then SIGKILL.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SAFETY: kill(2) on the pid of a child we started and have not reaped.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("{} did not stop on SIGTERM; killing", self.name);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Wait until something accepts TCP connections on `addr`.
+pub fn wait_for_tcp(addr: SocketAddr, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Wait until `probe` returns true.
+pub fn wait_until(timeout: Duration, mut probe: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if probe() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// A free TCP port on loopback (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+fn run(command: &mut Command) -> String {
+    let output = command.output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Are we root (namespaces need it)?
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+static NETNS_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace created for one test and deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// Create `m169t-<pid>-<n>-<tag>` with loopback up.
+    pub fn new(tag: &str) -> Netns {
+        assert!(is_root(), "network namespace tests run as root (CI does)");
+        let n = NETNS_COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("m169t-{}-{n}-{tag}", std::process::id());
+        run(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        // dhclient and friends must not touch the host's resolv.conf.
+        let etc = PathBuf::from("/etc/netns").join(&ns.name);
+        let _ = std::fs::create_dir_all(&etc);
+        let _ = std::fs::write(etc.join("resolv.conf"), "");
+        ns
+    }
+
+    /// `ip <args>` inside the namespace.
+    pub fn ip(&self, args: &[&str]) -> String {
+        run(Command::new("ip").args(["-n", &self.name]).args(args))
+    }
+
+    /// A command that runs inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "delete", &self.name]).status();
+        let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&self.name));
+    }
+}
+
+/// Run a Python script with Debian's Python (which has cloud-init), return stdout.
+/// Panics with the script's stderr when it fails.
+pub fn python(script: &Path, args: &[&str], netns: Option<&Netns>) -> String {
+    assert!(
+        Path::new(SYSTEM_PYTHON).exists(),
+        "{SYSTEM_PYTHON} is missing: run scripts/test, which installs cloud-init"
+    );
+    let mut command = match netns {
+        Some(ns) => ns.command(SYSTEM_PYTHON),
+        None => Command::new(SYSTEM_PYTHON),
+    };
+    command.arg(script).args(args);
+    let output = command.output().expect("run python");
+    assert!(
+        output.status.success(),
+        "{} failed:\n{}\n{}",
+        script.display(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Is Debian's cloud-init importable?
+pub fn cloud_init_installed() -> bool {
+    Command::new(SYSTEM_PYTHON)
+        .args(["-c", "import cloudinit.sources.helpers.openstack"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Read a whole file into a string, or "" if it cannot be read (for logs).
+pub fn read_log(path: &Path) -> String {
+    let mut s = String::new();
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = BufReader::new(f).read_to_string(&mut s);
+    }
+    s
+}
+
+/// Lines of a log file that contain `needle`.
+pub fn log_lines_with(path: &Path, needle: &str) -> Vec<String> {
+    std::fs::File::open(path)
+        .map(|f| {
+            BufReader::new(f)
+                .lines()
+                .map_while(Result::ok)
+                .filter(|l| l.contains(needle))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A temporary directory for a test's files and logs.
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("meta169-test-").tempdir().expect("temp dir")
+}
