@@ -44,8 +44,9 @@ fn store_error(e: StoreError) -> Response {
     error(status, e.to_string())
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
-    serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("request body is not a valid record: {e}")))
+/// Parse a JSON body; the error is the 400 answer's message.
+fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("request body is not a valid record: {e}"))
 }
 
 async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
@@ -61,7 +62,10 @@ async fn require_token(State(state): State<AdminState>, request: Request, next: 
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token: send 'Authorization: Bearer <token from admin.token_file>'",
         );
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
         return r;
     }
     next.run(request).await
@@ -75,12 +79,26 @@ pub fn router(service: Arc<MetadataService>, token: String) -> Router {
     };
     Router::new()
         .route("/v1/instances", get(list).post(create))
-        .route("/v1/instances/{uuid}", get(show).put(replace).delete(remove))
-        .route("/v1/instances/{uuid}/ports", get(show_ports).put(replace_ports))
-        .route("/v1/instances/{uuid}/password", get(show_password).delete(clear_password))
+        .route(
+            "/v1/instances/{uuid}",
+            get(show).put(replace).delete(remove),
+        )
+        .route(
+            "/v1/instances/{uuid}/ports",
+            get(show_ports).put(replace_ports),
+        )
+        .route(
+            "/v1/instances/{uuid}/password",
+            get(show_password).delete(clear_password),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .route("/healthz", get(|| async { "ok\n" }))
-        .fallback(|| async { text_error(StatusCode::NOT_FOUND, "No such admin endpoint; see docs/admin-api.md.") })
+        .fallback(|| async {
+            text_error(
+                StatusCode::NOT_FOUND,
+                "No such admin endpoint; see docs/admin-api.md.",
+            )
+        })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_ADMIN_BODY_BYTES))
         .with_state(state)
 }
@@ -102,8 +120,16 @@ async fn put_record(s: &AdminState, instance: Instance, created: bool) -> Respon
         Ok(revision) => {
             s.service.caches.invalidate(&instance.uuid);
             tracing::info!(instance = %instance.uuid, revision, "instance record written");
-            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-            (status, Json(json!({"uuid": instance.uuid, "revision": revision}))).into_response()
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (
+                status,
+                Json(json!({"uuid": instance.uuid, "revision": revision})),
+            )
+                .into_response()
         }
         Err(e) => store_error(e),
     }
@@ -112,12 +138,15 @@ async fn put_record(s: &AdminState, instance: Instance, created: bool) -> Respon
 async fn create(State(s): State<AdminState>, body: Bytes) -> Response {
     let instance: Instance = match parse_json(&body) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     match s.service.store.get_instance(&instance.uuid).await {
         Ok(Some(_)) => error(
             StatusCode::CONFLICT,
-            format!("instance {} exists; PUT /v1/instances/{} replaces it", instance.uuid, instance.uuid),
+            format!(
+                "instance {} exists; PUT /v1/instances/{} replaces it",
+                instance.uuid, instance.uuid
+            ),
         ),
         Ok(None) => put_record(&s, instance, true).await,
         Err(e) => store_error(e),
@@ -127,12 +156,15 @@ async fn create(State(s): State<AdminState>, body: Bytes) -> Response {
 async fn replace(State(s): State<AdminState>, Path(uuid): Path<String>, body: Bytes) -> Response {
     let instance: Instance = match parse_json(&body) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     if instance.uuid != uuid {
         return error(
             StatusCode::BAD_REQUEST,
-            format!("the record's uuid {} differs from the uuid in the path {uuid}", instance.uuid),
+            format!(
+                "the record's uuid {} differs from the uuid in the path {uuid}",
+                instance.uuid
+            ),
         );
     }
     let existed = matches!(s.service.store.get_instance(&uuid).await, Ok(Some(_)));
@@ -142,7 +174,10 @@ async fn replace(State(s): State<AdminState>, Path(uuid): Path<String>, body: By
 async fn show(State(s): State<AdminState>, Path(uuid): Path<String>) -> Response {
     match s.service.store.get_instance(&uuid).await {
         Ok(Some(stored)) => Json(stored.instance).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no instance with uuid {uuid}")),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!("no instance with uuid {uuid}"),
+        ),
         Err(e) => store_error(e),
     }
 }
@@ -154,7 +189,10 @@ async fn remove(State(s): State<AdminState>, Path(uuid): Path<String>) -> Respon
             tracing::info!(instance = %uuid, "instance record deleted");
             StatusCode::NO_CONTENT.into_response()
         }
-        Ok(false) => error(StatusCode::NOT_FOUND, format!("no instance with uuid {uuid}")),
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            format!("no instance with uuid {uuid}"),
+        ),
         Err(e) => store_error(e),
     }
 }
@@ -162,15 +200,22 @@ async fn remove(State(s): State<AdminState>, Path(uuid): Path<String>) -> Respon
 async fn show_ports(State(s): State<AdminState>, Path(uuid): Path<String>) -> Response {
     match s.service.store.get_instance(&uuid).await {
         Ok(Some(stored)) => Json(stored.instance.ports).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no instance with uuid {uuid}")),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!("no instance with uuid {uuid}"),
+        ),
         Err(e) => store_error(e),
     }
 }
 
-async fn replace_ports(State(s): State<AdminState>, Path(uuid): Path<String>, body: Bytes) -> Response {
+async fn replace_ports(
+    State(s): State<AdminState>,
+    Path(uuid): Path<String>,
+    body: Bytes,
+) -> Response {
     let ports: Vec<Port> = match parse_json(&body) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     match s.service.store.get_instance(&uuid).await {
         Ok(Some(stored)) => {
@@ -178,7 +223,10 @@ async fn replace_ports(State(s): State<AdminState>, Path(uuid): Path<String>, bo
             instance.ports = ports;
             put_record(&s, instance, false).await
         }
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no instance with uuid {uuid}")),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!("no instance with uuid {uuid}"),
+        ),
         Err(e) => store_error(e),
     }
 }
@@ -186,7 +234,10 @@ async fn replace_ports(State(s): State<AdminState>, Path(uuid): Path<String>, bo
 async fn show_password(State(s): State<AdminState>, Path(uuid): Path<String>) -> Response {
     match s.service.store.get_instance(&uuid).await {
         Ok(Some(stored)) => Json(json!({"password": stored.password})).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no instance with uuid {uuid}")),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!("no instance with uuid {uuid}"),
+        ),
         Err(e) => store_error(e),
     }
 }
@@ -198,7 +249,10 @@ async fn clear_password(State(s): State<AdminState>, Path(uuid): Path<String>) -
             tracing::info!(instance = %uuid, "password cleared");
             StatusCode::NO_CONTENT.into_response()
         }
-        Ok(false) => error(StatusCode::NOT_FOUND, format!("no instance with uuid {uuid}")),
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            format!("no instance with uuid {uuid}"),
+        ),
         Err(e) => store_error(e),
     }
 }

@@ -91,7 +91,10 @@ impl<K: std::hash::Hash + Eq + Clone, V: Clone> TtlMap<K, V> {
     }
 
     fn remove(&self, key: &K) {
-        self.map.write().unwrap_or_else(|e| e.into_inner()).remove(key);
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 
     fn clear(&self) {
@@ -119,7 +122,8 @@ impl Caches {
 
     pub fn put_instance(&self, loaded: Arc<LoadedInstance>) {
         let at = loaded.loaded_at;
-        self.instances.insert(loaded.instance.uuid.clone(), loaded, at);
+        self.instances
+            .insert(loaded.instance.uuid.clone(), loaded, at);
     }
 
     pub fn address(&self, key: &AddressKey) -> Option<String> {

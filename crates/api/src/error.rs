@@ -61,7 +61,12 @@ impl ApiError {
 
 /// A plain-text error answer.
 pub fn text_error(status: StatusCode, message: &str) -> Response {
-    let body = format!("{} {}\n\n{}\n", status.as_u16(), status.canonical_reason().unwrap_or(""), message);
+    let body = format!(
+        "{} {}\n\n{}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        message
+    );
     let mut response = (status, body).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -45,10 +45,9 @@ fn single<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<Option<&'a s
     if values.next().is_some() {
         return Err(ApiError::DuplicateHeader(display_name(name)));
     }
-    first
-        .to_str()
-        .map(|s| Some(s.trim()))
-        .map_err(|_| ApiError::BadHeader(format!("{} header is not valid text.", display_name(name))))
+    first.to_str().map(|s| Some(s.trim())).map_err(|_| {
+        ApiError::BadHeader(format!("{} header is not valid text.", display_name(name)))
+    })
 }
 
 fn display_name(name: &'static str) -> &'static str {
@@ -66,7 +65,7 @@ fn display_name(name: &'static str) -> &'static str {
 /// The guest address a proxy reports. The last element is the one the
 /// nearest proxy added; anything before it may have come from the guest.
 fn forwarded_for(headers: &HeaderMap) -> Result<Option<IpAddr>, ApiError> {
-    let Some(last_header) = headers.get_all(FORWARDED_FOR).iter().last() else {
+    let Some(last_header) = headers.get_all(FORWARDED_FOR).iter().next_back() else {
         return Ok(None);
     };
     let text = last_header
@@ -75,7 +74,12 @@ fn forwarded_for(headers: &HeaderMap) -> Result<Option<IpAddr>, ApiError> {
     let last = text.rsplit(',').next().unwrap_or("").trim();
     last.parse::<IpAddr>()
         .map(|ip| Some(canonical_ip(ip)))
-        .map_err(|_| ApiError::BadHeader(format!("X-Forwarded-For value {:?} is not an IP address.", truncate(last))))
+        .map_err(|_| {
+            ApiError::BadHeader(format!(
+                "X-Forwarded-For value {:?} is not an IP address.",
+                truncate(last)
+            ))
+        })
 }
 
 fn truncate(s: &str) -> String {
@@ -83,7 +87,11 @@ fn truncate(s: &str) -> String {
 }
 
 /// Identify a request from its headers and its TCP peer.
-pub fn identify(headers: &HeaderMap, peer: IpAddr, settings: &IdentitySettings) -> Result<Caller, ApiError> {
+pub fn identify(
+    headers: &HeaderMap,
+    peer: IpAddr,
+    settings: &IdentitySettings,
+) -> Result<Caller, ApiError> {
     let peer = canonical_ip(peer);
     let by_source = || Caller {
         identity: Identity::BySource { address: peer },
@@ -99,11 +107,18 @@ pub fn identify(headers: &HeaderMap, peer: IpAddr, settings: &IdentitySettings) 
         )));
     }
 
-    if settings.signed && [INSTANCE_ID, SIGNATURE, TENANT_ID].iter().any(|h| headers.contains_key(*h)) {
+    if settings.signed
+        && [INSTANCE_ID, SIGNATURE, TENANT_ID]
+            .iter()
+            .any(|h| headers.contains_key(*h))
+    {
         // Nova's checks, in Nova's order.
-        let instance_id = single(headers, INSTANCE_ID)?.ok_or(ApiError::MissingHeader("X-Instance-ID"))?;
-        let signature = single(headers, SIGNATURE)?.ok_or(ApiError::MissingHeader("X-Instance-ID-Signature"))?;
-        let project_id = single(headers, TENANT_ID)?.ok_or(ApiError::MissingHeader("X-Tenant-ID"))?;
+        let instance_id =
+            single(headers, INSTANCE_ID)?.ok_or(ApiError::MissingHeader("X-Instance-ID"))?;
+        let signature = single(headers, SIGNATURE)?
+            .ok_or(ApiError::MissingHeader("X-Instance-ID-Signature"))?;
+        let project_id =
+            single(headers, TENANT_ID)?.ok_or(ApiError::MissingHeader("X-Tenant-ID"))?;
         if !signature_matches(&settings.shared_secret, instance_id, signature) {
             tracing::warn!(
                 proxy = %peer,
@@ -135,7 +150,8 @@ pub fn identify(headers: &HeaderMap, peer: IpAddr, settings: &IdentitySettings) 
             (None, None) => None,
         };
         if let Some(network_id) = network.filter(|n| !n.is_empty()) {
-            let address = forwarded_for(headers)?.ok_or(ApiError::MissingHeader("X-Forwarded-For"))?;
+            let address =
+                forwarded_for(headers)?.ok_or(ApiError::MissingHeader("X-Forwarded-For"))?;
             return Ok(Caller {
                 identity: Identity::ByAddress {
                     network_id: network_id.to_string(),
@@ -186,15 +202,29 @@ mod tests {
         let peer = LOCAL.parse().unwrap();
         let sig = sign_instance_id(b"s3cret", "abc");
         let ok = identify(
-            &headers(&[(INSTANCE_ID, "abc"), (SIGNATURE, &sig), (TENANT_ID, "p"), (FORWARDED_FOR, "10.0.0.5")]),
+            &headers(&[
+                (INSTANCE_ID, "abc"),
+                (SIGNATURE, &sig),
+                (TENANT_ID, "p"),
+                (FORWARDED_FOR, "10.0.0.5"),
+            ]),
             peer,
             &s,
         )
         .unwrap();
-        assert_eq!(ok.identity, Identity::Signed { instance_id: "abc".into(), project_id: "p".into() });
+        assert_eq!(
+            ok.identity,
+            Identity::Signed {
+                instance_id: "abc".into(),
+                project_id: "p".into()
+            }
+        );
         assert_eq!(ok.requester, "10.0.0.5".parse::<IpAddr>().unwrap());
         let missing = |h: HeaderMap| identify(&h, peer, &s).unwrap_err().to_string();
-        assert_eq!(missing(headers(&[(SIGNATURE, &sig)])), "X-Instance-ID header is missing from request.");
+        assert_eq!(
+            missing(headers(&[(SIGNATURE, &sig)])),
+            "X-Instance-ID header is missing from request."
+        );
         assert_eq!(
             missing(headers(&[(INSTANCE_ID, "abc")])),
             "X-Instance-ID-Signature header is missing from request."
@@ -203,11 +233,23 @@ mod tests {
             missing(headers(&[(INSTANCE_ID, "abc"), (SIGNATURE, &sig)])),
             "X-Tenant-ID header is missing from request."
         );
-        assert_eq!(missing(headers(&[])), "X-Instance-ID header is missing from request.");
-        let bad = identify(&headers(&[(INSTANCE_ID, "abc"), (SIGNATURE, "00"), (TENANT_ID, "p")]), peer, &s);
+        assert_eq!(
+            missing(headers(&[])),
+            "X-Instance-ID header is missing from request."
+        );
+        let bad = identify(
+            &headers(&[(INSTANCE_ID, "abc"), (SIGNATURE, "00"), (TENANT_ID, "p")]),
+            peer,
+            &s,
+        );
         assert!(matches!(bad, Err(ApiError::BadSignature)));
         let twice = identify(
-            &headers(&[(INSTANCE_ID, "abc"), (INSTANCE_ID, "def"), (SIGNATURE, &sig), (TENANT_ID, "p")]),
+            &headers(&[
+                (INSTANCE_ID, "abc"),
+                (INSTANCE_ID, "def"),
+                (SIGNATURE, &sig),
+                (TENANT_ID, "p"),
+            ]),
             peer,
             &s,
         );
@@ -221,14 +263,22 @@ mod tests {
         let sig = sign_instance_id(b"s3cret", "abc");
         let guest: IpAddr = "10.0.0.5".parse().unwrap();
         let caller = identify(
-            &headers(&[(INSTANCE_ID, "abc"), (SIGNATURE, &sig), (TENANT_ID, "p"), (OVN_NETWORK_ID, "n")]),
+            &headers(&[
+                (INSTANCE_ID, "abc"),
+                (SIGNATURE, &sig),
+                (TENANT_ID, "p"),
+                (OVN_NETWORK_ID, "n"),
+            ]),
             guest,
             &s,
         )
         .unwrap();
         assert_eq!(caller.identity, Identity::BySource { address: guest });
         s.by_source = false;
-        assert!(matches!(identify(&HeaderMap::new(), guest, &s), Err(ApiError::NotAccepted(_))));
+        assert!(matches!(
+            identify(&HeaderMap::new(), guest, &s),
+            Err(ApiError::NotAccepted(_))
+        ));
     }
 
     #[test]
@@ -236,31 +286,47 @@ mod tests {
         let s = settings();
         let peer = LOCAL.parse().unwrap();
         let caller = identify(
-            &headers(&[(OVN_NETWORK_ID, "net1"), (FORWARDED_FOR, "6.6.6.6, 10.0.0.7")]),
+            &headers(&[
+                (OVN_NETWORK_ID, "net1"),
+                (FORWARDED_FOR, "6.6.6.6, 10.0.0.7"),
+            ]),
             peer,
             &s,
         )
         .unwrap();
         assert_eq!(
             caller.identity,
-            Identity::ByAddress { network_id: "net1".into(), address: "10.0.0.7".parse().unwrap() }
+            Identity::ByAddress {
+                network_id: "net1".into(),
+                address: "10.0.0.7".parse().unwrap()
+            }
         );
         let caller = identify(
-            &headers(&[(NEUTRON_NETWORK_ID, "net1"), (FORWARDED_FOR, "::ffff:10.0.0.8")]),
+            &headers(&[
+                (NEUTRON_NETWORK_ID, "net1"),
+                (FORWARDED_FOR, "::ffff:10.0.0.8"),
+            ]),
             peer,
             &s,
         )
         .unwrap();
         assert_eq!(
             caller.identity,
-            Identity::ByAddress { network_id: "net1".into(), address: "10.0.0.8".parse().unwrap() }
+            Identity::ByAddress {
+                network_id: "net1".into(),
+                address: "10.0.0.8".parse().unwrap()
+            }
         );
         assert!(matches!(
             identify(&headers(&[(OVN_NETWORK_ID, "net1")]), peer, &s),
             Err(ApiError::MissingHeader("X-Forwarded-For"))
         ));
         assert!(matches!(
-            identify(&headers(&[(OVN_NETWORK_ID, "net1"), (FORWARDED_FOR, "nonsense")]), peer, &s),
+            identify(
+                &headers(&[(OVN_NETWORK_ID, "net1"), (FORWARDED_FOR, "nonsense")]),
+                peer,
+                &s
+            ),
             Err(ApiError::BadHeader(_))
         ));
     }

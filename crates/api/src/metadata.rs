@@ -37,7 +37,11 @@ pub struct MetadataService {
 }
 
 impl MetadataService {
-    pub fn new(store: Arc<dyn Store>, settings: ApiSettings, limits: ServerLimits) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        settings: ApiSettings,
+        limits: ServerLimits,
+    ) -> Result<Self, reqwest::Error> {
         Ok(MetadataService {
             caches: Caches::new(settings.cache_ttl),
             vendor: VendorData::new(&settings)?,
@@ -60,7 +64,12 @@ impl MetadataService {
             return Ok(None);
         };
         let tree = Tree::render(&stored.instance, &self.settings.render);
-        let loaded = Arc::new(LoadedInstance::new(stored.instance, tree, stored.password, stored.revision));
+        let loaded = Arc::new(LoadedInstance::new(
+            stored.instance,
+            tree,
+            stored.password,
+            stored.revision,
+        ));
         self.caches.put_instance(loaded.clone());
         Ok(Some(loaded))
     }
@@ -71,7 +80,11 @@ impl MetadataService {
         }
         let found = match &key {
             AddressKey::NetworkIp(network, ip) => self.store.find_by_network_ip(network, *ip).await,
-            AddressKey::NetworkMac(network, mac) => self.store.find_by_network_mac(network, &format_mac(mac)).await,
+            AddressKey::NetworkMac(network, mac) => {
+                self.store
+                    .find_by_network_mac(network, &format_mac(mac))
+                    .await
+            }
             AddressKey::AnyNetworkIp(ip) => self.store.find_by_ip(*ip).await,
         }
         .map_err(|e| {
@@ -97,8 +110,14 @@ impl MetadataService {
     /// The instance a caller is, or Nova's 404.
     pub async fn resolve(&self, caller: &Caller) -> Result<Arc<LoadedInstance>, ApiError> {
         let (uuid, expected_project) = match &caller.identity {
-            Identity::Signed { instance_id, project_id } => (instance_id.clone(), Some(project_id.as_str())),
-            Identity::ByAddress { network_id, address } => {
+            Identity::Signed {
+                instance_id,
+                project_id,
+            } => (instance_id.clone(), Some(project_id.as_str())),
+            Identity::ByAddress {
+                network_id,
+                address,
+            } => {
                 let key = match address {
                     IpAddr::V6(v6) if v6.is_unicast_link_local() => match mac_from_eui64(*v6) {
                         Some(mac) => AddressKey::NetworkMac(network_id.clone(), mac),
@@ -110,17 +129,18 @@ impl MetadataService {
                     },
                     ip => AddressKey::NetworkIp(network_id.clone(), *ip),
                 };
-                let uuid = self
-                    .lookup_address(key)
-                    .await?
-                    .ok_or_else(|| ApiError::NotFound(format!("Instance was not found on network {network_id}.")))?;
+                let uuid = self.lookup_address(key).await?.ok_or_else(|| {
+                    ApiError::NotFound(format!("Instance was not found on network {network_id}."))
+                })?;
                 (uuid, None)
             }
             Identity::BySource { address } => {
                 let uuid = self
                     .lookup_address(AddressKey::AnyNetworkIp(*address))
                     .await?
-                    .ok_or_else(|| ApiError::NotFound(format!("No instance has the address {address}.")))?;
+                    .ok_or_else(|| {
+                        ApiError::NotFound(format!("No instance has the address {address}."))
+                    })?;
                 (uuid, None)
             }
         };
@@ -140,9 +160,10 @@ impl MetadataService {
 
 fn plain(content_type: ContentType, body: impl Into<Bytes>) -> Response {
     let mut response = Response::new(AxumBody::from(body.into()));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type.as_str()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type.as_str()),
+    );
     response
 }
 
@@ -171,26 +192,33 @@ fn decode_path(raw: &str) -> Result<MetadataPath, ApiError> {
         return Err(ApiError::BadRequest("The request path is too long.".into()));
     }
     let bytes: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
-    let text = String::from_utf8(bytes).map_err(|_| ApiError::BadRequest("The request path is not valid UTF-8.".into()))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| ApiError::BadRequest("The request path is not valid UTF-8.".into()))?;
     MetadataPath::parse(&text).map_err(|e| ApiError::BadRequest(format!("Bad request path: {e}.")))
 }
 
 /// The metadata handler: every path goes through here.
+///
+/// The per-request span is at debug level: an enabled span costs more than
+/// the rest of a cached request. Error events carry path and instance
+/// themselves, so logs at info level lose nothing.
 pub async fn handle(State(service): State<Arc<MetadataService>>, request: Request) -> Response {
+    let span = tracing::debug_span!("metadata", path = %request.uri().path(), method = %request.method(), instance = tracing::field::Empty);
     let path = request.uri().path().to_string();
-    let span = tracing::info_span!("metadata", %path, method = %request.method(), instance = tracing::field::Empty);
     async move {
-        match serve(&service, request).await {
+        let mut instance = None;
+        match serve(&service, request, &mut instance).await {
             Ok(response) => {
                 tracing::debug!(status = response.status().as_u16(), "served");
                 response
             }
             Err(error) => {
                 let status = error.status();
+                let instance = instance.as_deref().unwrap_or("-");
                 if status.is_server_error() {
-                    tracing::error!(status = status.as_u16(), "{error}");
+                    tracing::error!(status = status.as_u16(), %path, %instance, "{error}");
                 } else {
-                    tracing::info!(status = status.as_u16(), "{error}");
+                    tracing::info!(status = status.as_u16(), %path, %instance, "{error}");
                 }
                 error.into_response()
             }
@@ -200,7 +228,11 @@ pub async fn handle(State(service): State<Arc<MetadataService>>, request: Reques
     .await
 }
 
-async fn serve(service: &MetadataService, request: Request) -> Result<Response, ApiError> {
+async fn serve(
+    service: &MetadataService,
+    request: Request,
+    instance: &mut Option<String>,
+) -> Result<Response, ApiError> {
     let path = decode_path(request.uri().path())?;
     let items = match path {
         MetadataPath::Root => return Ok(plain(ContentType::Text, ec2_version_listing())),
@@ -217,13 +249,22 @@ async fn serve(service: &MetadataService, request: Request) -> Result<Response, 
     let caller = identify(request.headers(), peer, &service.settings.identity)?;
     let loaded = service.resolve(&caller).await?;
     tracing::Span::current().record("instance", loaded.instance.uuid.as_str());
+    *instance = Some(loaded.instance.uuid.clone());
     let segments = match items {
         MetadataPath::Ec2Versions => return Ok(plain(ContentType::Text, ec2_version_listing())),
-        MetadataPath::OpenStackVersions => return Ok(plain(ContentType::Text, openstack_version_listing(&today_utc()))),
+        MetadataPath::OpenStackVersions => {
+            return Ok(plain(
+                ContentType::Text,
+                openstack_version_listing(&today_utc()),
+            ))
+        }
         MetadataPath::Item(segments) => segments,
         MetadataPath::Root => unreachable!("answered above"),
     };
-    let entry = loaded.tree.lookup(&segments).ok_or_else(ApiError::not_found)?;
+    let entry = loaded
+        .tree
+        .lookup(&segments)
+        .ok_or_else(ApiError::not_found)?;
     Ok(match &entry.body {
         Body::Static(bytes) => plain(entry.content_type, bytes.clone()),
         Body::MetaData { before, after } => {
@@ -249,7 +290,11 @@ async fn serve(service: &MetadataService, request: Request) -> Result<Response, 
 }
 
 /// Nova's password endpoint: GET reads, POST sets once, anything else is 400.
-async fn password(service: &MetadataService, loaded: &LoadedInstance, request: Request) -> Result<Response, ApiError> {
+async fn password(
+    service: &MetadataService,
+    loaded: &LoadedInstance,
+    request: Request,
+) -> Result<Response, ApiError> {
     match *request.method() {
         Method::GET => Ok(plain(ContentType::Text, loaded.password.clone())),
         Method::POST => {
@@ -268,7 +313,9 @@ async fn password(service: &MetadataService, loaded: &LoadedInstance, request: R
             let limited = http_body_util::Limited::new(request.into_body(), MAX_PASSWORD_LEN);
             let body = tokio::time::timeout(service.limits.body_read_timeout, limited.collect())
                 .await
-                .map_err(|_| ApiError::BadRequest("The request body was not received in time.".into()))?
+                .map_err(|_| {
+                    ApiError::BadRequest("The request body was not received in time.".into())
+                })?
                 .map_err(|_| too_large())?
                 .to_bytes();
             let text = String::from_utf8(body.to_vec())
@@ -287,14 +334,18 @@ async fn password(service: &MetadataService, loaded: &LoadedInstance, request: R
                     Err(ApiError::PasswordConflict)
                 }
                 Err(StoreError::PasswordTooLong(_)) => Err(too_large()),
-                Err(StoreError::NotFound(_)) => Err(ApiError::BadRequest("The instance no longer exists.".into())),
+                Err(StoreError::NotFound(_)) => Err(ApiError::BadRequest(
+                    "The instance no longer exists.".into(),
+                )),
                 Err(e) => {
                     tracing::error!(instance = %uuid, "storing password failed: {e}");
                     Err(ApiError::Internal)
                 }
             }
         }
-        _ => Err(ApiError::BadRequest("GET and POST only are supported.".into())),
+        _ => Err(ApiError::BadRequest(
+            "GET and POST only are supported.".into(),
+        )),
     }
 }
 
@@ -311,7 +362,9 @@ mod tests {
 
     #[test]
     fn paths_are_decoded_and_checked() {
-        assert!(matches!(decode_path("/latest/meta%2Ddata"), Ok(MetadataPath::Item(s)) if s[2] == "meta-data"));
+        assert!(
+            matches!(decode_path("/latest/meta%2Ddata"), Ok(MetadataPath::Item(s)) if s[2] == "meta-data")
+        );
         assert!(decode_path("/latest/%00").is_err());
         assert!(decode_path("/latest/%ff%fe").is_err());
         assert!(decode_path("/latest/%2e%2e/x").is_err());

@@ -71,13 +71,17 @@ impl DynamicTarget {
             .split_once('@')
             .ok_or_else(|| format!("vendordata target {text:?} is not of the form name@url"))?;
         if name.is_empty() || url.is_empty() {
-            return Err(format!("vendordata target {text:?} needs both a name and a url"));
+            return Err(format!(
+                "vendordata target {text:?} needs both a name and a url"
+            ));
         }
         if name == "static" {
             return Err("a vendordata target cannot be named \"static\": that key holds the static document".into());
         }
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(format!("vendordata target {name}: url {url:?} must start with http:// or https://"));
+            return Err(format!(
+                "vendordata target {name}: url {url:?} must start with http:// or https://"
+            ));
         }
         Ok(DynamicTarget {
             name: name.to_string(),

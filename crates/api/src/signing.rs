@@ -46,6 +46,10 @@ mod tests {
             "60e0efa2cd11da96ac3d69b2e8a73f1dd65120de30ade68d9855240a38d65514"
         ));
         assert!(!signature_matches(b"s3cret", id, ""));
-        assert!(!signature_matches(b"other", id, &sign_instance_id(b"s3cret", id)));
+        assert!(!signature_matches(
+            b"other",
+            id,
+            &sign_instance_id(b"s3cret", id)
+        ));
     }
 }

@@ -93,11 +93,18 @@ impl VendorData {
                 return Err(format!("answered HTTP {status}"));
             }
             if response.content_length().unwrap_or(0) as usize > MAX_TARGET_RESPONSE_BYTES {
-                return Err(format!("answer is larger than {MAX_TARGET_RESPONSE_BYTES} bytes"));
+                return Err(format!(
+                    "answer is larger than {MAX_TARGET_RESPONSE_BYTES} bytes"
+                ));
             }
-            let bytes = response.bytes().await.map_err(|e| format!("reading the answer failed: {e}"))?;
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| format!("reading the answer failed: {e}"))?;
             if bytes.len() > MAX_TARGET_RESPONSE_BYTES {
-                return Err(format!("answer is larger than {MAX_TARGET_RESPONSE_BYTES} bytes"));
+                return Err(format!(
+                    "answer is larger than {MAX_TARGET_RESPONSE_BYTES} bytes"
+                ));
             }
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Ok(json!({}));

@@ -42,25 +42,41 @@ async fn every_ec2_path_of_two_versions() {
         let mut leaves = BTreeSet::new();
         crawl(&api, &format!("/{version}/meta-data/"), &mut leaves).await;
         assert!(leaves.len() >= 14, "{version}: {leaves:?}");
-        assert_eq!(api.ok(&format!("/{version}/meta-data/instance-id")).await, "i-00000042");
-        assert_eq!(api.ok(&format!("/{version}/meta-data/hostname")).await, "demo.novalocal");
         assert_eq!(
-            api.ok(&format!("/{version}/meta-data/public-keys/0/openssh-key")).await,
+            api.ok(&format!("/{version}/meta-data/instance-id")).await,
+            "i-00000042"
+        );
+        assert_eq!(
+            api.ok(&format!("/{version}/meta-data/hostname")).await,
+            "demo.novalocal"
+        );
+        assert_eq!(
+            api.ok(&format!("/{version}/meta-data/public-keys/0/openssh-key"))
+                .await,
             i.public_keys["demo-key"]
         );
         assert_eq!(
             api.ok(&format!("/{version}/user-data")).await.as_bytes(),
             i.user_data.as_deref().unwrap()
         );
-        assert_eq!(api.ok(&format!("/{version}")).await, "meta-data/\nuser-data");
+        assert_eq!(
+            api.ok(&format!("/{version}")).await,
+            "meta-data/\nuser-data"
+        );
         // /ec2/<v>/... is the same tree.
         assert_eq!(
-            api.ok(&format!("/ec2/{version}/meta-data/instance-id")).await,
+            api.ok(&format!("/ec2/{version}/meta-data/instance-id"))
+                .await,
             "i-00000042"
         );
     }
     assert!(api.ok("/latest/meta-data/placement/").await == "availability-zone");
-    assert_eq!(api.get("/2007-12-15/meta-data/placement/availability-zone").await.0, 404);
+    assert_eq!(
+        api.get("/2007-12-15/meta-data/placement/availability-zone")
+            .await
+            .0,
+        404
+    );
     assert!(api.ok("/").await.ends_with("2009-04-04\nlatest"));
     assert!(api.ok("/ec2").await.ends_with("2009-04-04\nlatest"));
 }
@@ -74,7 +90,12 @@ async fn every_openstack_path_of_two_versions() {
     for version in ["2012-08-10", "2018-08-27", "latest"] {
         let files = api.ok(&format!("/openstack/{version}/")).await;
         for file in files.lines() {
-            let r = api.http.get(format!("{}/openstack/{version}/{file}", api.base)).send().await.unwrap();
+            let r = api
+                .http
+                .get(format!("{}/openstack/{version}/{file}", api.base))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 200, "{version}/{file}");
             let ctype = r.headers()["content-type"].to_str().unwrap().to_string();
             let body = r.bytes().await.unwrap();
@@ -82,10 +103,15 @@ async fn every_openstack_path_of_two_versions() {
                 assert_eq!(ctype, "application/json", "{file}");
             }
             if file.ends_with(".json") {
-                let _: Value = serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{file}: {e}"));
+                let _: Value =
+                    serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{file}: {e}"));
             }
         }
-        let md: Value = serde_json::from_str(&api.ok(&format!("/openstack/{version}/meta_data.json")).await).unwrap();
+        let md: Value = serde_json::from_str(
+            &api.ok(&format!("/openstack/{version}/meta_data.json"))
+                .await,
+        )
+        .unwrap();
         assert_eq!(md["uuid"], i.uuid);
         assert_eq!(md["hostname"], "demo.novalocal");
         assert_eq!(md["public_keys"]["demo-key"], i.public_keys["demo-key"]);
@@ -101,16 +127,28 @@ async fn every_openstack_path_of_two_versions() {
                 "meta_data.json\nuser_data\npassword\nvendor_data.json\nnetwork_data.json\nvendor_data2.json"
             );
         }
-        let nd: Value = serde_json::from_str(&api.ok(&format!("/openstack/{version}/network_data.json")).await).unwrap();
+        let nd: Value = serde_json::from_str(
+            &api.ok(&format!("/openstack/{version}/network_data.json"))
+                .await,
+        )
+        .unwrap();
         assert_eq!(nd, i.network_data.clone().unwrap());
-        assert_eq!(api.ok(&format!("/openstack/{version}/user_data")).await.as_bytes(), i.user_data.as_deref().unwrap());
+        assert_eq!(
+            api.ok(&format!("/openstack/{version}/user_data"))
+                .await
+                .as_bytes(),
+            i.user_data.as_deref().unwrap()
+        );
     }
     // A fresh random seed on every request, as Nova does.
     let a: Value = serde_json::from_str(&api.ok("/openstack/latest/meta_data.json").await).unwrap();
     let b: Value = serde_json::from_str(&api.ok("/openstack/latest/meta_data.json").await).unwrap();
     assert_ne!(a["random_seed"], b["random_seed"]);
     assert_eq!(api.ok("/openstack/latest/vendor_data.json").await, "{}");
-    assert_eq!(api.ok("/openstack/latest/vendor_data2.json").await, "{\"static\": {}}");
+    assert_eq!(
+        api.ok("/openstack/latest/vendor_data2.json").await,
+        "{\"static\": {}}"
+    );
 }
 
 #[tokio::test]
@@ -143,13 +181,29 @@ async fn statuses_for_unknown_things_are_novas() {
         .unwrap();
     assert_eq!(r.status(), 404);
     // Any method but on password is served as GET.
-    let r = api.http.post(format!("{}/latest/meta-data/hostname", api.base)).body("x").send().await.unwrap();
+    let r = api
+        .http
+        .post(format!("{}/latest/meta-data/hostname", api.base))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "demo.novalocal");
-    let r = api.http.delete(format!("{}/openstack/latest/meta_data.json", api.base)).send().await.unwrap();
+    let r = api
+        .http
+        .delete(format!("{}/openstack/latest/meta_data.json", api.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     // HEAD: the headers of GET, no body.
-    let r = api.http.head(format!("{}/latest/meta-data/hostname", api.base)).send().await.unwrap();
+    let r = api
+        .http
+        .head(format!("{}/latest/meta-data/hostname", api.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-length"], "14");
     assert_eq!(r.bytes().await.unwrap().len(), 0);
@@ -163,7 +217,10 @@ async fn unknown_source_address_is_404() {
     // No instance has 127.0.0.1 yet.
     let (status, body) = api.get("/latest/meta-data/instance-id").await;
     assert_eq!(status, 404);
-    assert!(body.contains("No instance has the address 127.0.0.1"), "{body}");
+    assert!(
+        body.contains("No instance has the address 127.0.0.1"),
+        "{body}"
+    );
     // "/" needs no identity.
     assert_eq!(api.get("/").await.0, 200);
 }
@@ -258,9 +315,18 @@ async fn network_headers_identify_by_port_even_on_overlapping_subnets() {
             (r.status().as_u16(), r.text().await.unwrap())
         }
     };
-    assert_eq!(ask("X-OVN-Network-ID", "net-a", "10.0.0.5").await, (200, "i-aaaaaaaa".into()));
-    assert_eq!(ask("X-OVN-Network-ID", "net-b", "10.0.0.5").await, (200, "i-bbbbbbbb".into()));
-    assert_eq!(ask("X-Neutron-Network-ID", "net-b", "10.0.0.5").await, (200, "i-bbbbbbbb".into()));
+    assert_eq!(
+        ask("X-OVN-Network-ID", "net-a", "10.0.0.5").await,
+        (200, "i-aaaaaaaa".into())
+    );
+    assert_eq!(
+        ask("X-OVN-Network-ID", "net-b", "10.0.0.5").await,
+        (200, "i-bbbbbbbb".into())
+    );
+    assert_eq!(
+        ask("X-Neutron-Network-ID", "net-b", "10.0.0.5").await,
+        (200, "i-bbbbbbbb".into())
+    );
     // IPv6 link-local guests are found by the MAC in their EUI-64 address.
     assert_eq!(
         ask("X-OVN-Network-ID", "net-b", "fe80::f816:3eff:fe00:bb").await,
@@ -268,7 +334,10 @@ async fn network_headers_identify_by_port_even_on_overlapping_subnets() {
     );
     let (code, body) = ask("X-OVN-Network-ID", "net-c", "10.0.0.5").await;
     assert_eq!(code, 404);
-    assert!(body.contains("Instance was not found on network net-c."), "{body}");
+    assert!(
+        body.contains("Instance was not found on network net-c."),
+        "{body}"
+    );
     // The requester address feeds local-ipv4 only when no fixed IPv4 exists;
     // here the port's own address is used.
     assert_eq!(
@@ -334,33 +403,82 @@ async fn password_flow_is_novas() {
     let api = TestApi::standalone().await;
     let url = format!("{}/openstack/latest/password", api.base);
     assert_eq!(api.ok("/openstack/latest/password").await, "");
-    let too_big = api.http.post(&url).body("x".repeat(1021)).send().await.unwrap();
+    let too_big = api
+        .http
+        .post(&url)
+        .body("x".repeat(1021))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(too_big.status(), 400);
-    assert!(too_big.text().await.unwrap().contains("Request is too large."));
-    let r = api.http.post(&url).body("ZW5jcnlwdGVk").send().await.unwrap();
+    assert!(too_big
+        .text()
+        .await
+        .unwrap()
+        .contains("Request is too large."));
+    let r = api
+        .http
+        .post(&url)
+        .body("ZW5jcnlwdGVk")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(api.ok("/openstack/2013-04-04/password").await, "ZW5jcnlwdGVk");
+    assert_eq!(
+        api.ok("/openstack/2013-04-04/password").await,
+        "ZW5jcnlwdGVk"
+    );
     let again = api.http.post(&url).body("other").send().await.unwrap();
     assert_eq!(again.status(), 409);
-    for method in [reqwest::Method::PUT, reqwest::Method::DELETE, reqwest::Method::HEAD] {
+    for method in [
+        reqwest::Method::PUT,
+        reqwest::Method::DELETE,
+        reqwest::Method::HEAD,
+    ] {
         let r = api.http.request(method.clone(), &url).send().await.unwrap();
         assert_eq!(r.status(), 400, "{method}");
     }
     // The administrator reads and clears it; then the guest may post again.
     let uuid = example_instance().uuid;
     let admin_url = format!("{}/v1/instances/{uuid}/password", api.admin);
-    let shown: Value = api.http.get(&admin_url).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
+    let shown: Value = api
+        .http
+        .get(&admin_url)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(shown["password"], "ZW5jcnlwdGVk");
-    let cleared = api.http.delete(&admin_url).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    let cleared = api
+        .http
+        .delete(&admin_url)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(cleared.status(), 204);
     assert_eq!(api.ok("/openstack/latest/password").await, "");
-    let r = api.http.post(&url).body("x".repeat(1020)).send().await.unwrap();
+    let r = api
+        .http
+        .post(&url)
+        .body("x".repeat(1020))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
 
 /// A vendordata target started by the test: answers JSON and records what
 /// it was sent.
-async fn start_target(behaviour: &'static str) -> (String, tokio::sync::mpsc::UnboundedReceiver<(String, Value)>) {
+async fn start_target(
+    behaviour: &'static str,
+) -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<(String, Value)>,
+) {
     use axum::routing::post;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let app = axum::Router::new().route(
@@ -368,7 +486,11 @@ async fn start_target(behaviour: &'static str) -> (String, tokio::sync::mpsc::Un
         post(move |headers: http::HeaderMap, body: axum::Json<Value>| {
             let tx = tx.clone();
             async move {
-                let agent = headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let agent = headers
+                    .get("user-agent")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
                 let _ = tx.send((agent, body.0));
                 match behaviour {
                     "slow" => {
@@ -376,7 +498,10 @@ async fn start_target(behaviour: &'static str) -> (String, tokio::sync::mpsc::Un
                         (http::StatusCode::OK, "{}".to_string())
                     }
                     "broken" => (http::StatusCode::INTERNAL_SERVER_ERROR, "oops".to_string()),
-                    _ => (http::StatusCode::OK, r#"{"value1": 1, "value3": "three"}"#.to_string()),
+                    _ => (
+                        http::StatusCode::OK,
+                        r#"{"value1": 1, "value3": "three"}"#.to_string(),
+                    ),
                 }
             }
         }),
@@ -395,19 +520,30 @@ async fn vendordata2_calls_targets_and_leaves_failures_out() {
     let refused = format!("http://127.0.0.1:{}/", meta169_testkit::free_port());
     let mut settings = ApiSettings::default();
     settings.identity.by_source = true;
-    settings.render.vendor_static = Some(std::sync::Arc::new(serde_json::json!({"cloud-init": "#cloud-config\n"})));
-    settings.dynamic_targets = [("testing", &good), ("slow", &slow), ("broken", &broken), ("down", &refused)]
-        .iter()
-        .map(|(n, u)| DynamicTarget::parse(&format!("{n}@{u}")).unwrap())
-        .collect();
+    settings.render.vendor_static = Some(std::sync::Arc::new(
+        serde_json::json!({"cloud-init": "#cloud-config\n"}),
+    ));
+    settings.dynamic_targets = [
+        ("testing", &good),
+        ("slow", &slow),
+        ("broken", &broken),
+        ("down", &refused),
+    ]
+    .iter()
+    .map(|(n, u)| DynamicTarget::parse(&format!("{n}@{u}")).unwrap())
+    .collect();
     settings.dynamic_connect_timeout = Duration::from_millis(500);
     settings.dynamic_read_timeout = Duration::from_millis(500);
     let api = TestApi::start(settings, ServerLimits::default()).await;
     let i = example_instance();
     api.add(&i).await;
     let started = std::time::Instant::now();
-    let doc: Value = serde_json::from_str(&api.ok("/openstack/latest/vendor_data2.json").await).unwrap();
-    assert!(started.elapsed() < Duration::from_secs(5), "a slow target must not hold the answer");
+    let doc: Value =
+        serde_json::from_str(&api.ok("/openstack/latest/vendor_data2.json").await).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a slow target must not hold the answer"
+    );
     assert_eq!(
         doc,
         serde_json::json!({"static": {"cloud-init": "#cloud-config\n"}, "testing": {"value1": 1, "value3": "three"}})
@@ -430,7 +566,9 @@ async fn vendordata2_calls_targets_and_leaves_failures_out() {
 /// Send raw bytes on a fresh connection; return the status code (0 = closed).
 fn raw(addr: &str, request: &[u8]) -> (u16, String) {
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let _ = stream.write_all(request);
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
@@ -478,15 +616,19 @@ async fn hostile_requests_get_clear_4xx() {
     ];
     for (name, request, expected) in cases {
         let addr = addr.clone();
-        let (code, text) = tokio::task::spawn_blocking(move || raw(&addr, &request)).await.unwrap();
+        let (code, text) = tokio::task::spawn_blocking(move || raw(&addr, &request))
+            .await
+            .unwrap();
         assert_eq!(code, expected, "{name}: {text}");
     }
     // A slow client that never finishes its headers is cut off.
     let addr2 = addr.clone();
     let started = std::time::Instant::now();
-    let (code, _) = tokio::task::spawn_blocking(move || raw(&addr2, b"GET /latest/meta-data HTTP/1.1\r\nHost: x\r\n"))
-        .await
-        .unwrap();
+    let (code, _) = tokio::task::spawn_blocking(move || {
+        raw(&addr2, b"GET /latest/meta-data HTTP/1.1\r\nHost: x\r\n")
+    })
+    .await
+    .unwrap();
     assert!(code == 408 || code == 0, "slow client got {code}");
     assert!(started.elapsed() < Duration::from_secs(5));
     // The server still answers afterwards.
@@ -498,11 +640,36 @@ async fn admin_api_needs_its_token_and_explains_bad_input() {
     let api = TestApi::standalone().await;
     let url = format!("{}/v1/instances", api.admin);
     assert_eq!(api.http.get(&url).send().await.unwrap().status(), 401);
-    assert_eq!(api.http.get(&url).bearer_auth("wrong").send().await.unwrap().status(), 401);
-    let list: Value = api.http.get(&url).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        api.http
+            .get(&url)
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let list: Value = api
+        .http
+        .get(&url)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list[0]["uuid"], example_instance().uuid);
 
-    let bad = api.http.post(&url).bearer_auth(ADMIN_TOKEN).body("{not json").send().await.unwrap();
+    let bad = api
+        .http
+        .post(&url)
+        .bearer_auth(ADMIN_TOKEN)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 400);
     assert!(bad.text().await.unwrap().contains("not a valid record"));
     let unknown = api
@@ -514,15 +681,29 @@ async fn admin_api_needs_its_token_and_explains_bad_input() {
         .await
         .unwrap();
     assert_eq!(unknown.status(), 400);
-    assert!(unknown.text().await.unwrap().contains("unknown field `colour`"));
-    let dup = api.http.post(&url).bearer_auth(ADMIN_TOKEN).json(&example_instance()).send().await.unwrap();
+    assert!(unknown
+        .text()
+        .await
+        .unwrap()
+        .contains("unknown field `colour`"));
+    let dup = api
+        .http
+        .post(&url)
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&example_instance())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(dup.status(), 409);
 
     // Replace: the change is visible to the guest at once.
     let mut changed: Instance = example_instance();
     changed.hostname = "renamed".into();
     api.add(&changed).await;
-    assert_eq!(api.ok("/latest/meta-data/hostname").await, "renamed.novalocal");
+    assert_eq!(
+        api.ok("/latest/meta-data/hostname").await,
+        "renamed.novalocal"
+    );
 
     // Ports replaced on their own: the old address stops answering.
     let ports_url = format!("{}/v1/instances/{}/ports", api.admin, changed.uuid);

@@ -86,9 +86,17 @@ pub trait Store: Send + Sync + 'static {
     /// Every record, briefly, ordered by uuid.
     async fn list_instances(&self) -> Result<Vec<InstanceSummary>, StoreError>;
     /// Instances that have `ip` on `network_id`.
-    async fn find_by_network_ip(&self, network_id: &str, ip: IpAddr) -> Result<Vec<String>, StoreError>;
+    async fn find_by_network_ip(
+        &self,
+        network_id: &str,
+        ip: IpAddr,
+    ) -> Result<Vec<String>, StoreError>;
     /// Instances that have a port with `mac` on `network_id` (IPv6 link-local guests).
-    async fn find_by_network_mac(&self, network_id: &str, mac: &str) -> Result<Vec<String>, StoreError>;
+    async fn find_by_network_mac(
+        &self,
+        network_id: &str,
+        mac: &str,
+    ) -> Result<Vec<String>, StoreError>;
     /// Instances that have `ip` on any network (standalone mode).
     async fn find_by_ip(&self, ip: IpAddr) -> Result<Vec<String>, StoreError>;
     /// Store a guest's password unless one is set; durable before it returns.

@@ -130,7 +130,11 @@ fn parse_record(uuid: &str, text: &str) -> Result<Instance, StoreError> {
     })
 }
 
-fn uuids(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<String>, StoreError> {
+fn uuids(
+    conn: &Connection,
+    sql: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<String>, StoreError> {
     let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt.query_map(args, |r| r.get::<_, String>(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -232,7 +236,11 @@ impl Store for SqliteStore {
             let mut stmt =
                 conn.prepare("SELECT uuid, record, revision FROM instances ORDER BY uuid")?;
             let rows = stmt.query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
             })?;
             let mut out = Vec::new();
             for row in rows {
@@ -255,7 +263,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn find_by_network_ip(&self, network_id: &str, ip: IpAddr) -> Result<Vec<String>, StoreError> {
+    async fn find_by_network_ip(
+        &self,
+        network_id: &str,
+        ip: IpAddr,
+    ) -> Result<Vec<String>, StoreError> {
         let (network_id, ip) = (network_id.to_string(), ip.to_string());
         self.with_conn(move |conn| {
             uuids(
@@ -267,7 +279,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn find_by_network_mac(&self, network_id: &str, mac: &str) -> Result<Vec<String>, StoreError> {
+    async fn find_by_network_mac(
+        &self,
+        network_id: &str,
+        mac: &str,
+    ) -> Result<Vec<String>, StoreError> {
         let Some(mac) = parse_mac(mac).map(|m| format_mac(&m)) else {
             return Ok(Vec::new());
         };
@@ -285,7 +301,11 @@ impl Store for SqliteStore {
     async fn find_by_ip(&self, ip: IpAddr) -> Result<Vec<String>, StoreError> {
         let ip = ip.to_string();
         self.with_conn(move |conn| {
-            uuids(conn, "SELECT DISTINCT instance_uuid FROM ports WHERE ip = ?1", &[&ip])
+            uuids(
+                conn,
+                "SELECT DISTINCT instance_uuid FROM ports WHERE ip = ?1",
+                &[&ip],
+            )
         })
         .await
     }
@@ -300,7 +320,11 @@ impl Store for SqliteStore {
             // concurrent POSTs cannot both succeed (Nova's cache allows it).
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let current: Option<String> = tx
-                .query_row("SELECT password FROM instances WHERE uuid = ?1", [&uuid], |r| r.get(0))
+                .query_row(
+                    "SELECT password FROM instances WHERE uuid = ?1",
+                    [&uuid],
+                    |r| r.get(0),
+                )
                 .optional()?;
             match current {
                 None => return Err(StoreError::NotFound(uuid)),

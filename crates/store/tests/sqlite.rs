@@ -18,7 +18,10 @@ async fn records_ports_and_passwords_survive_reopening() {
         assert_eq!(store.schema_version().unwrap(), 1);
         assert_eq!(store.put_instance(&instance).await.unwrap(), 1);
         assert_eq!(store.put_instance(&instance).await.unwrap(), 2);
-        store.set_password_once(&instance.uuid, "c2VjcmV0").await.unwrap();
+        store
+            .set_password_once(&instance.uuid, "c2VjcmV0")
+            .await
+            .unwrap();
         // Dropped without any shutdown: what returned must be on disk.
     }
     let store = SqliteStore::open(&path).unwrap();
@@ -28,13 +31,26 @@ async fn records_ports_and_passwords_survive_reopening() {
     assert_eq!(stored.revision, 3);
     let net = &instance.ports[0].network_id;
     assert_eq!(
-        store.find_by_network_ip(net, ip("127.0.0.1")).await.unwrap(),
+        store
+            .find_by_network_ip(net, ip("127.0.0.1"))
+            .await
+            .unwrap(),
         vec![instance.uuid.clone()]
     );
-    assert!(store.find_by_network_ip("other", ip("127.0.0.1")).await.unwrap().is_empty());
-    assert_eq!(store.find_by_ip(ip("127.0.0.1")).await.unwrap(), vec![instance.uuid.clone()]);
+    assert!(store
+        .find_by_network_ip("other", ip("127.0.0.1"))
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(
-        store.find_by_network_mac(net, "FA:16:3E:12:34:56").await.unwrap(),
+        store.find_by_ip(ip("127.0.0.1")).await.unwrap(),
+        vec![instance.uuid.clone()]
+    );
+    assert_eq!(
+        store
+            .find_by_network_mac(net, "FA:16:3E:12:34:56")
+            .await
+            .unwrap(),
         vec![instance.uuid.clone()]
     );
     let list = store.list_instances().await.unwrap();
@@ -47,13 +63,18 @@ async fn password_is_set_once_and_cleared_by_admin() {
     let store = SqliteStore::open_in_memory().unwrap();
     let instance = example_instance();
     store.put_instance(&instance).await.unwrap();
-    store.set_password_once(&instance.uuid, "first").await.unwrap();
+    store
+        .set_password_once(&instance.uuid, "first")
+        .await
+        .unwrap();
     assert!(matches!(
         store.set_password_once(&instance.uuid, "second").await,
         Err(StoreError::PasswordAlreadySet(_))
     ));
     assert!(matches!(
-        store.set_password_once(&instance.uuid, &"x".repeat(1021)).await,
+        store
+            .set_password_once(&instance.uuid, &"x".repeat(1021))
+            .await,
         Err(StoreError::PasswordTooLong(1021))
     ));
     assert!(matches!(
@@ -61,9 +82,17 @@ async fn password_is_set_once_and_cleared_by_admin() {
         Err(StoreError::NotFound(_))
     ));
     assert!(store.clear_password(&instance.uuid).await.unwrap());
-    store.set_password_once(&instance.uuid, "second").await.unwrap();
+    store
+        .set_password_once(&instance.uuid, "second")
+        .await
+        .unwrap();
     assert_eq!(
-        store.get_instance(&instance.uuid).await.unwrap().unwrap().password,
+        store
+            .get_instance(&instance.uuid)
+            .await
+            .unwrap()
+            .unwrap()
+            .password,
         "second"
     );
     assert!(!store.clear_password("missing").await.unwrap());
@@ -95,7 +124,10 @@ async fn invalid_records_and_urls_are_refused() {
     let store = SqliteStore::open_in_memory().unwrap();
     let mut bad = example_instance();
     bad.ports[0].mac = "not-a-mac".into();
-    assert!(matches!(store.put_instance(&bad).await, Err(StoreError::Invalid(_))));
+    assert!(matches!(
+        store.put_instance(&bad).await,
+        Err(StoreError::Invalid(_))
+    ));
     assert!(matches!(
         meta169_store::open("mysql://x"),
         Err(StoreError::UnsupportedUrl(_))

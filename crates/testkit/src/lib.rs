@@ -22,7 +22,8 @@ pub struct Process {
 impl Process {
     /// Start `command` with stdout/stderr captured to files in `log_dir`.
     pub fn start(name: &str, mut command: Command, log_dir: &Path) -> Process {
-        let out = std::fs::File::create(log_dir.join(format!("{name}.log"))).expect("create log file");
+        let out =
+            std::fs::File::create(log_dir.join(format!("{name}.log"))).expect("create log file");
         let err = out.try_clone().expect("clone log file");
         command.stdin(Stdio::null()).stdout(out).stderr(err);
         let child = command
@@ -48,7 +49,9 @@ impl Process {
 
     /// Has it exited? Returns its status if so.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// SIGTERM, wait up to 5 s, then SIGKILL.
@@ -112,7 +115,9 @@ pub fn free_port() -> u16 {
 }
 
 fn run(command: &mut Command) -> String {
-    let output = command.output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
     assert!(
         output.status.success(),
         "{command:?} failed: {}{}",
@@ -166,7 +171,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "delete", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
         let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&self.name));
     }
 }
@@ -227,5 +234,8 @@ pub fn log_lines_with(path: &Path, needle: &str) -> Vec<String> {
 
 /// A temporary directory for a test's files and logs.
 pub fn temp_dir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("meta169-test-").tempdir().expect("temp dir")
+    tempfile::Builder::new()
+        .prefix("meta169-test-")
+        .tempdir()
+        .expect("temp dir")
 }

@@ -238,7 +238,9 @@ mod base64_opt {
 
     pub fn serialize<S: Serializer>(value: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
         match value {
-            Some(bytes) => s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes)),
+            Some(bytes) => {
+                s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+            }
             None => s.serialize_none(),
         }
     }
@@ -250,7 +252,9 @@ mod base64_opt {
             Some(text) => base64::engine::general_purpose::STANDARD
                 .decode(text.trim())
                 .map(Some)
-                .map_err(|e| serde::de::Error::custom(format!("user_data is not valid base64: {e}"))),
+                .map_err(|e| {
+                    serde::de::Error::custom(format!("user_data is not valid base64: {e}"))
+                }),
         }
     }
 }
@@ -269,12 +273,18 @@ mod tests {
 
     #[test]
     fn mac_parsing() {
-        assert_eq!(parse_mac("FA:16:3e:00:00:01"), Some([0xfa, 0x16, 0x3e, 0, 0, 1]));
+        assert_eq!(
+            parse_mac("FA:16:3e:00:00:01"),
+            Some([0xfa, 0x16, 0x3e, 0, 0, 1])
+        );
         assert_eq!(parse_mac("fa:16:3e:00:00"), None);
         assert_eq!(parse_mac("fa:16:3e:00:00:01:02"), None);
         assert_eq!(parse_mac("fa:16:3e:00:00:0g"), None);
         assert_eq!(parse_mac("fa:16:3e:00:00:001"), None);
-        assert_eq!(format_mac(&[0xfa, 0x16, 0x3e, 0, 0, 1]), "fa:16:3e:00:00:01");
+        assert_eq!(
+            format_mac(&[0xfa, 0x16, 0x3e, 0, 0, 1]),
+            "fa:16:3e:00:00:01"
+        );
     }
 
     #[test]
@@ -297,7 +307,10 @@ mod tests {
         .unwrap();
         assert!(instance.validate().is_ok());
         instance.uuid = "a/b".into();
-        assert!(matches!(instance.validate(), Err(InvalidInstance::BadId { .. })));
+        assert!(matches!(
+            instance.validate(),
+            Err(InvalidInstance::BadId { .. })
+        ));
         instance.uuid = "u1".into();
         instance.user_data = Some(vec![0; MAX_USER_DATA_BYTES + 1]);
         assert_eq!(
@@ -307,7 +320,10 @@ mod tests {
         let unknown = serde_json::from_value::<Instance>(serde_json::json!({
             "uuid": "u1", "name": "n", "hostname": "h", "project_id": "p", "colour": "red"
         }));
-        assert!(unknown.unwrap_err().to_string().contains("unknown field `colour`"));
+        assert!(unknown
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field `colour`"));
     }
 }
 
@@ -329,7 +345,10 @@ mod eui64_tests {
     #[test]
     fn eui64_mac_is_recovered() {
         let ip: std::net::Ipv6Addr = "fe80::f816:3eff:fe12:3456".parse().unwrap();
-        assert_eq!(mac_from_eui64(ip), Some([0xfa, 0x16, 0x3e, 0x12, 0x34, 0x56]));
+        assert_eq!(
+            mac_from_eui64(ip),
+            Some([0xfa, 0x16, 0x3e, 0x12, 0x34, 0x56])
+        );
         let privacy: std::net::Ipv6Addr = "fe80::1c2d:3a4b:5c6d:7e8f".parse().unwrap();
         assert_eq!(mac_from_eui64(privacy), None);
     }

@@ -91,7 +91,10 @@ mod tests {
         assert_eq!(MetadataPath::parse("/"), Ok(MetadataPath::Root));
         assert_eq!(MetadataPath::parse(""), Ok(MetadataPath::Root));
         assert_eq!(MetadataPath::parse("/ec2/"), Ok(MetadataPath::Ec2Versions));
-        assert_eq!(MetadataPath::parse("/openstack"), Ok(MetadataPath::OpenStackVersions));
+        assert_eq!(
+            MetadataPath::parse("/openstack"),
+            Ok(MetadataPath::OpenStackVersions)
+        );
         assert_eq!(
             MetadataPath::parse("/latest/meta-data/"),
             Ok(item(&["ec2", "latest", "meta-data"]))
@@ -108,9 +111,21 @@ mod tests {
 
     #[test]
     fn refuses_probes() {
-        assert_eq!(MetadataPath::parse("/latest/../x"), Err(PathError::ParentSegment));
-        assert_eq!(MetadataPath::parse("/latest\0"), Err(PathError::ControlCharacter));
-        assert_eq!(MetadataPath::parse(&"a".repeat(2000)), Err(PathError::TooLong));
-        assert_eq!(MetadataPath::parse(&"/a".repeat(40)), Err(PathError::TooDeep));
+        assert_eq!(
+            MetadataPath::parse("/latest/../x"),
+            Err(PathError::ParentSegment)
+        );
+        assert_eq!(
+            MetadataPath::parse("/latest\0"),
+            Err(PathError::ControlCharacter)
+        );
+        assert_eq!(
+            MetadataPath::parse(&"a".repeat(2000)),
+            Err(PathError::TooLong)
+        );
+        assert_eq!(
+            MetadataPath::parse(&"/a".repeat(40)),
+            Err(PathError::TooDeep)
+        );
     }
 }

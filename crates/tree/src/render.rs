@@ -303,9 +303,17 @@ pub fn ec2_tree(instance: &Instance, options: &RenderOptions, version: usize) ->
     };
     put(
         "ami-id",
-        Ec2Node::text(instance.ami_id.clone().unwrap_or_else(|| "ami-00000000".into())),
+        Ec2Node::text(
+            instance
+                .ami_id
+                .clone()
+                .unwrap_or_else(|| "ami-00000000".into()),
+        ),
     );
-    put("ami-launch-index", Ec2Node::Int(instance.launch_index.into()));
+    put(
+        "ami-launch-index",
+        Ec2Node::Int(instance.launch_index.into()),
+    );
     put("ami-manifest-path", Ec2Node::text("FIXME"));
     put("instance-id", Ec2Node::text(ec2_instance_id(instance)));
     put("hostname", Ec2Node::text(hostname.clone()));
@@ -353,11 +361,19 @@ pub fn ec2_tree(instance: &Instance, options: &RenderOptions, version: usize) ->
     if version >= ec2("2007-08-29") {
         put(
             "instance-type",
-            Ec2Node::text(instance.instance_type.clone().unwrap_or_else(|| "default".into())),
+            Ec2Node::text(
+                instance
+                    .instance_type
+                    .clone()
+                    .unwrap_or_else(|| "default".into()),
+            ),
         );
     }
     if version >= ec2("2007-12-15") {
-        put("block-device-mapping", Ec2Node::dir(block_device_mapping(instance)));
+        put(
+            "block-device-mapping",
+            Ec2Node::dir(block_device_mapping(instance)),
+        );
         if let Some(id) = &instance.kernel_id {
             put("kernel-id", Ec2Node::text(id.clone()));
         }
@@ -367,7 +383,10 @@ pub fn ec2_tree(instance: &Instance, options: &RenderOptions, version: usize) ->
     }
     if version >= ec2("2008-02-01") {
         // Nova prints Python's `None` for a missing zone; so do we.
-        let zone = instance.availability_zone.clone().unwrap_or_else(|| "None".into());
+        let zone = instance
+            .availability_zone
+            .clone()
+            .unwrap_or_else(|| "None".into());
         let mut placement = BTreeMap::new();
         placement.insert("availability-zone".to_string(), Ec2Node::text(zone));
         put("placement", Ec2Node::dir(placement));
@@ -378,7 +397,10 @@ pub fn ec2_tree(instance: &Instance, options: &RenderOptions, version: usize) ->
     let mut top = BTreeMap::new();
     top.insert("meta-data".to_string(), Ec2Node::dir(md));
     if let Some(data) = &instance.user_data {
-        top.insert("user-data".to_string(), Ec2Node::Text(Bytes::from(data.clone())));
+        top.insert(
+            "user-data".to_string(),
+            Ec2Node::Text(Bytes::from(data.clone())),
+        );
     }
     Ec2Node::dir(top)
 }
@@ -430,7 +452,10 @@ fn devices_json(instance: &Instance, version: usize) -> Vec<Value> {
                 d.insert("vlan".into(), json!(vlan));
             }
             if version >= os(versions::ROCKY) {
-                d.insert("vf_trusted".into(), json!(device.vf_trusted.unwrap_or(false)));
+                d.insert(
+                    "vf_trusted".into(),
+                    json!(device.vf_trusted.unwrap_or(false)),
+                );
             }
             // Nova leaves out a nic that carries none of what it is listed for.
             if !(d.contains_key("tags") || d.contains_key("vlan") || d.contains_key("vf_trusted")) {

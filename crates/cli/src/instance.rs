@@ -1,0 +1,125 @@
+//! `meta169 instance`: the admin operations on the store, from the command
+//! line. Works on the same store as `serve`; a running server sees changes
+//! after its cache time (`cache_seconds`), or at once through the admin API.
+
+use crate::config;
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use meta169_store::Store;
+use meta169_tree::{Instance, EXAMPLE_INSTANCE_JSON};
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Subcommand)]
+pub enum InstanceCommand {
+    /// Create or replace an instance from a JSON record (FILE, or - for stdin).
+    Add { file: PathBuf },
+    /// List instances: uuid, name, project, addresses.
+    List,
+    /// Print a record as the JSON `instance add` takes.
+    Show { uuid: String },
+    /// Delete an instance and its ports.
+    Rm { uuid: String },
+    /// Set (replacing any) or clear the password a guest would post.
+    SetPassword {
+        uuid: String,
+        /// The password text; omit with --clear.
+        password: Option<String>,
+        /// Clear the password so the guest may post a new one.
+        #[arg(long, conflicts_with = "password")]
+        clear: bool,
+    },
+    /// Print the complete example record (the demo instance).
+    Example,
+}
+
+fn read_record(file: &PathBuf) -> Result<Instance> {
+    let mut text = String::new();
+    if file.as_os_str() == "-" {
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the record from stdin")?;
+    } else {
+        text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+    }
+    let instance: Instance = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a valid instance record (see `meta169 instance example`)",
+            file.display()
+        )
+    })?;
+    instance
+        .validate()
+        .with_context(|| format!("{} is not a valid instance record", file.display()))?;
+    Ok(instance)
+}
+
+pub async fn run(
+    command: InstanceCommand,
+    config_path: Option<PathBuf>,
+    store_url: Option<String>,
+) -> Result<()> {
+    if let InstanceCommand::Example = command {
+        print!("{EXAMPLE_INSTANCE_JSON}");
+        return Ok(());
+    }
+    let file = config::load(config_path.as_deref())?;
+    let url = store_url.unwrap_or(file.serve.store);
+    let store: Arc<dyn Store> =
+        meta169_store::open(&url).with_context(|| format!("cannot open store {url}"))?;
+    match command {
+        InstanceCommand::Add { file } => {
+            let instance = read_record(&file)?;
+            let revision = store.put_instance(&instance).await?;
+            println!("{} stored (revision {revision})", instance.uuid);
+        }
+        InstanceCommand::List => {
+            let list = store.list_instances().await?;
+            if list.is_empty() {
+                eprintln!("no instances in {url}");
+            }
+            for i in list {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    i.uuid,
+                    i.name,
+                    i.project_id,
+                    i.addresses.join(",")
+                );
+            }
+        }
+        InstanceCommand::Show { uuid } => match store.get_instance(&uuid).await? {
+            Some(stored) => println!("{}", serde_json::to_string_pretty(&stored.instance)?),
+            None => bail!("no instance with uuid {uuid} in {url}"),
+        },
+        InstanceCommand::Rm { uuid } => {
+            if !store.delete_instance(&uuid).await? {
+                bail!("no instance with uuid {uuid} in {url}");
+            }
+            println!("{uuid} removed");
+        }
+        InstanceCommand::SetPassword {
+            uuid,
+            password,
+            clear,
+        } => {
+            if !clear && password.is_none() {
+                bail!("give the password, or --clear to clear it");
+            }
+            if !store.clear_password(&uuid).await? {
+                bail!("no instance with uuid {uuid} in {url}");
+            }
+            match password {
+                Some(p) => {
+                    store.set_password_once(&uuid, &p).await?;
+                    println!("password of {uuid} set");
+                }
+                None => println!("password of {uuid} cleared"),
+            }
+        }
+        InstanceCommand::Example => unreachable!("handled above"),
+    }
+    Ok(())
+}

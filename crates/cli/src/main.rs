@@ -1,0 +1,73 @@
+//! `meta169`: the cloud instance metadata service. One binary: the metadata
+//! API (`serve`), instance records on the command line (`instance`), and
+//! benchmarks (`bench`).
+
+mod bench;
+mod config;
+mod instance;
+mod serve;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "meta169",
+    version,
+    about = "Cloud instance metadata service, compatible with OpenStack Nova and Neutron"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the metadata API (Nova-compatible paths, EC2 tree, password, vendor data).
+    Serve(serve::ServeArgs),
+    /// Manage instance records in the store.
+    Instance {
+        #[command(subcommand)]
+        command: instance::InstanceCommand,
+        /// Configuration file (its [serve] store is used).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// Store URL; overrides the configuration file.
+        #[arg(long, global = true)]
+        store: Option<String>,
+    },
+    /// Measure meta169 against a baseline in the same run.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Instance {
+                command,
+                config,
+                store,
+            } => instance::run(command, config, store).await,
+            Command::Bench { command } => bench::run(command).await,
+        }
+    })
+}

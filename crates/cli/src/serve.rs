@@ -1,0 +1,149 @@
+//! `meta169 serve`: the metadata API and its admin side.
+
+use crate::config::{self, parse_addr};
+use anyhow::{Context, Result};
+use clap::Args;
+use meta169_api::{admin, metadata_router, server, MetadataService};
+use meta169_store::Store;
+use rand::RngCore;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Configuration file (TOML; see docs/meta169.example.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address for the metadata API [default: 0.0.0.0:8775].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Address for the admin API [default: 127.0.0.1:8776].
+    #[arg(long)]
+    admin_listen: Option<String>,
+    /// Store URL [default: sqlite:///var/lib/meta169/meta169.db].
+    #[arg(long)]
+    store: Option<String>,
+    /// Try it out: a throw-away store with one example instance bound to
+    /// 127.0.0.1, identified by source address, on 127.0.0.1:8775.
+    #[arg(long)]
+    demo: bool,
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+pub async fn run(args: ServeArgs) -> Result<()> {
+    let file = config::load(args.config.as_deref())?;
+    let mut section = file.serve;
+    if args.demo {
+        section.store = "sqlite::memory:".into();
+        section.listen = "127.0.0.1:8775".into();
+        section.identity.by_source = true;
+        section.identity.signed = false;
+        section.identity.by_address = false;
+    }
+    if let Some(listen) = args.listen {
+        section.listen = listen;
+    }
+    if let Some(admin) = args.admin_listen {
+        section.admin.listen = admin;
+    }
+    if let Some(store) = args.store {
+        section.store = store;
+    }
+    let settings = section.api_settings()?;
+    let limits = section.limits();
+    let listen = parse_addr(&section.listen, "listen address")?;
+    let admin_listen = parse_addr(&section.admin.listen, "admin listen address")?;
+
+    let store: Arc<dyn Store> = meta169_store::open(&section.store)
+        .with_context(|| format!("cannot open store {}", section.store))?;
+    let admin_token = match (&section.admin.token_file, args.demo) {
+        (Some(path), _) => Some(config::read_secret(path, "the admin token")?),
+        (None, true) => {
+            let mut bytes = [0u8; 16];
+            rand::thread_rng().fill_bytes(&mut bytes);
+            Some(hex::encode(bytes))
+        }
+        (None, false) => None,
+    };
+    if args.demo {
+        let example = meta169_tree::example_instance();
+        store.put_instance(&example).await?;
+    }
+
+    let service = Arc::new(MetadataService::new(store, settings, limits.clone())?);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| {
+            format!("cannot listen on {listen} (in use, or a privileged port without root?)")
+        })?;
+    tracing::info!(%listen, store = %section.store, "metadata API listening");
+
+    let admin_task = match &admin_token {
+        Some(token) => {
+            let admin_listener = tokio::net::TcpListener::bind(admin_listen)
+                .await
+                .with_context(|| format!("cannot listen on {admin_listen} for the admin API"))?;
+            tracing::info!(%admin_listen, "admin API listening");
+            let router = admin::router(service.clone(), token.clone());
+            Some(tokio::spawn(server::serve(
+                admin_listener,
+                router,
+                limits.clone(),
+                shutdown_signal(),
+            )))
+        }
+        None => {
+            tracing::info!("admin API off: set [serve.admin] token_file to enable it");
+            None
+        }
+    };
+
+    if args.demo {
+        let uuid = meta169_tree::example_instance().uuid;
+        let token = admin_token.unwrap_or_default();
+        println!(
+            "\nmeta169 demo: one instance ({uuid}) bound to 127.0.0.1, throw-away store.\nTry:\n\
+             \n  curl http://{listen}/openstack\
+             \n  curl http://{listen}/openstack/latest/meta_data.json\
+             \n  curl http://{listen}/latest/meta-data/\
+             \n  curl http://{listen}/latest/meta-data/public-keys/0/openssh-key\
+             \n  curl http://{listen}/latest/user-data\
+             \n  curl -X POST --data-binary secret http://{listen}/openstack/latest/password\
+             \n  curl -H 'Authorization: Bearer {token}' http://{admin_listen}/v1/instances\
+             \n\nStop with Ctrl-C.\n"
+        );
+    }
+
+    server::serve(
+        listener,
+        metadata_router(service),
+        limits,
+        shutdown_signal(),
+    )
+    .await;
+    if let Some(task) = admin_task {
+        task.abort();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

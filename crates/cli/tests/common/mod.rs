@@ -1,0 +1,58 @@
+//! Starting the `meta169` binary for a test, through the shared testkit.
+#![allow(dead_code)]
+
+use meta169_testkit::{wait_until, Netns, Process};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_meta169");
+
+pub fn clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
+}
+
+/// A `meta169` command, optionally inside a namespace.
+pub fn meta169(netns: Option<&Netns>) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = ns.command(BIN);
+            c.env("RUST_LOG", "info");
+            c
+        }
+        None => {
+            let mut c = Command::new(BIN);
+            c.env("RUST_LOG", "info");
+            c
+        }
+    }
+}
+
+/// Run `meta169 <args>` to completion; return stdout, panic with stderr on failure.
+pub fn run_ok(args: &[&str]) -> String {
+    let output = meta169(None).args(args).output().expect("run meta169");
+    assert!(
+        output.status.success(),
+        "meta169 {args:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Start `meta169 serve <args>`; wait for its "listening" log line.
+pub fn start_serve(name: &str, args: &[&str], netns: Option<&Netns>, dir: &Path) -> Process {
+    let mut command = meta169(netns);
+    command.arg("serve").args(args);
+    let mut process = Process::start(name, command, dir);
+    let log = dir.join(format!("{name}.log"));
+    let up = wait_until(Duration::from_secs(20), || {
+        process.exited().is_none()
+            && meta169_testkit::read_log(&log).contains("metadata API listening")
+    });
+    assert!(
+        up,
+        "meta169 serve did not start:\n{}",
+        meta169_testkit::read_log(&log)
+    );
+    process
+}

@@ -1,0 +1,256 @@
+//! The `meta169` binary end to end: the demo, the instance commands, a
+//! crash after a password POST, and the signature scheme checked against
+//! Python's own hmac.
+
+mod common;
+
+use common::{clients_dir, run_ok, start_serve};
+use meta169_testkit::{free_port, python, temp_dir};
+use serde_json::Value;
+
+#[tokio::test]
+async fn demo_serves_the_example_and_prints_how_to_try_it() {
+    let dir = temp_dir();
+    let (port, admin) = (free_port(), free_port());
+    let listen = format!("127.0.0.1:{port}");
+    let admin_listen = format!("127.0.0.1:{admin}");
+    let _server = start_serve(
+        "demo",
+        &[
+            "--demo",
+            "--listen",
+            &listen,
+            "--admin-listen",
+            &admin_listen,
+        ],
+        None,
+        dir.path(),
+    );
+    let log = meta169_testkit::read_log(&dir.path().join("demo.log"));
+    assert!(
+        log.contains(&format!(
+            "curl http://{listen}/openstack/latest/meta_data.json"
+        )),
+        "{log}"
+    );
+    let md: Value = reqwest::get(format!("http://{listen}/openstack/latest/meta_data.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(md["uuid"], meta169_tree::example_instance().uuid);
+}
+
+#[test]
+fn instance_commands_round_trip_a_record() {
+    let dir = temp_dir();
+    let store = format!("sqlite://{}/store.db", dir.path().display());
+    let example = run_ok(&["instance", "example"]);
+    let file = dir.path().join("instance.json");
+    std::fs::write(&file, &example).unwrap();
+    let added = run_ok(&["instance", "--store", &store, "add", file.to_str().unwrap()]);
+    assert!(added.contains("stored (revision 1)"), "{added}");
+    let listed = run_ok(&["instance", "--store", &store, "list"]);
+    assert!(
+        listed.contains("6ca6d4c8-0f4e-4d54-8a07-7c21c7b5bd02\tdemo"),
+        "{listed}"
+    );
+    let shown: Value = serde_json::from_str(&run_ok(&[
+        "instance",
+        "--store",
+        &store,
+        "show",
+        "6ca6d4c8-0f4e-4d54-8a07-7c21c7b5bd02",
+    ]))
+    .unwrap();
+    let original: Value = serde_json::from_str(&example).unwrap();
+    assert_eq!(shown, original, "show prints what add takes");
+    run_ok(&[
+        "instance",
+        "--store",
+        &store,
+        "set-password",
+        "6ca6d4c8-0f4e-4d54-8a07-7c21c7b5bd02",
+        "pw",
+    ]);
+    run_ok(&[
+        "instance",
+        "--store",
+        &store,
+        "set-password",
+        "6ca6d4c8-0f4e-4d54-8a07-7c21c7b5bd02",
+        "--clear",
+    ]);
+    run_ok(&[
+        "instance",
+        "--store",
+        &store,
+        "rm",
+        "6ca6d4c8-0f4e-4d54-8a07-7c21c7b5bd02",
+    ]);
+    let output = common::meta169(None)
+        .args([
+            "instance",
+            "--store",
+            &store,
+            "show",
+            "6ca6d4c8-0f4e-4d54-8a07-7c21c7b5bd02",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no instance with uuid"));
+    // A bad record is refused with the reason.
+    std::fs::write(&file, r#"{"uuid": "x", "name": "x", "hostname": "x"}"#).unwrap();
+    let output = common::meta169(None)
+        .args(["instance", "--store", &store, "add", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("missing field `project_id`"));
+}
+
+#[tokio::test]
+async fn a_password_acknowledged_with_200_survives_a_crash() {
+    let dir = temp_dir();
+    let store = format!("sqlite://{}/store.db", dir.path().display());
+    let example = dir.path().join("instance.json");
+    std::fs::write(&example, run_ok(&["instance", "example"])).unwrap();
+    run_ok(&[
+        "instance",
+        "--store",
+        &store,
+        "add",
+        example.to_str().unwrap(),
+    ]);
+    let config = dir.path().join("meta169.toml");
+    std::fs::write(&config, "[serve.identity]\nby_source = true\n").unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--store",
+        &store,
+        "--listen",
+        &listen,
+        "--admin-listen",
+        &admin,
+    ];
+    let mut server = start_serve("first", &args, None, dir.path());
+    let url = format!("http://{listen}/openstack/latest/password");
+    let client = reqwest::Client::new();
+    let r = client
+        .post(&url)
+        .body("c2VjcmV0LWJsb2I=")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    server.kill_hard();
+    let _server = start_serve("second", &args, None, dir.path());
+    // A fresh client: the old one's pooled connection died with the server.
+    let client = reqwest::Client::new();
+    assert_eq!(
+        client.get(&url).send().await.unwrap().text().await.unwrap(),
+        "c2VjcmV0LWJsb2I="
+    );
+    assert_eq!(
+        client
+            .post(&url)
+            .body("again")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        409
+    );
+}
+
+#[tokio::test]
+async fn signatures_computed_by_python_hmac_are_accepted() {
+    let dir = temp_dir();
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, "s3cret-shared\n").unwrap();
+    let config = dir.path().join("meta169.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[serve.identity]\nsigned = true\nshared_secret_file = \"{}\"\n",
+            secret_file.display()
+        ),
+    )
+    .unwrap();
+    let store = format!("sqlite://{}/store.db", dir.path().display());
+    let example = dir.path().join("instance.json");
+    std::fs::write(&example, run_ok(&["instance", "example"])).unwrap();
+    run_ok(&[
+        "instance",
+        "--store",
+        &store,
+        "add",
+        example.to_str().unwrap(),
+    ]);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let _server = start_serve(
+        "signed",
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--store",
+            &store,
+            "--listen",
+            &listen,
+            "--admin-listen",
+            &admin,
+        ],
+        None,
+        dir.path(),
+    );
+    let instance = meta169_tree::example_instance();
+    let signature = python(
+        &clients_dir().join("sign.py"),
+        &["s3cret-shared", &instance.uuid],
+        None,
+    );
+    let signature = signature.trim();
+    assert_eq!(signature.len(), 64);
+    let ask = |sig: String| {
+        let url = format!("http://{listen}/openstack/latest/meta_data.json");
+        let (uuid, project) = (instance.uuid.clone(), instance.project_id.clone());
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .header("X-Instance-ID", uuid)
+                .header("X-Tenant-ID", project)
+                .header("X-Instance-ID-Signature", sig)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let accepted = ask(signature.to_string()).await;
+    assert_eq!(accepted.status(), 200);
+    let md: Value = accepted.json().await.unwrap();
+    assert_eq!(md["uuid"], instance.uuid);
+    // A signature made with another secret is refused, and the log tells
+    // the operator what to compare without printing the expected value.
+    let wrong = python(
+        &clients_dir().join("sign.py"),
+        &["other-secret", &instance.uuid],
+        None,
+    );
+    let refused = ask(wrong.trim().to_string()).await;
+    assert_eq!(refused.status(), 403);
+    let log = meta169_testkit::read_log(&dir.path().join("signed.log"));
+    assert!(
+        log.contains("compare metadata_proxy_shared_secret"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(signature),
+        "the expected signature must not be logged"
+    );
+}
