@@ -1,9 +1,11 @@
 //! `meta169`: the cloud instance metadata service. One binary: the metadata
 //! API (`serve`), instance records on the command line (`instance`), and
-//! benchmarks (`bench`).
+//! config drives
+//! (`configdrive`) and benchmarks (`bench`).
 
 mod bench;
 mod config;
+mod configdrive;
 mod instance;
 mod serve;
 
@@ -37,6 +39,8 @@ enum Command {
         #[arg(long, global = true)]
         store: Option<String>,
     },
+    /// Write an instance's config drive (ISO 9660 or VFAT, label config-2).
+    Configdrive(configdrive::ConfigDriveArgs),
     /// Measure meta169 against a baseline in the same run.
     Bench {
         #[command(subcommand)]
@@ -67,6 +71,7 @@ fn main() -> Result<()> {
                 config,
                 store,
             } => instance::run(command, config, store).await,
+            Command::Configdrive(args) => configdrive::run(args).await,
             Command::Bench { command } => bench::run(command).await,
         }
     })

@@ -239,3 +239,84 @@ pub fn temp_dir() -> tempfile::TempDir {
         .tempdir()
         .expect("temp dir")
 }
+
+/// Run a command to completion and return its stdout; panic with stderr if it fails.
+pub fn run_tool(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {program} (run scripts/test, which installs it): {e}")
+        });
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `blkid -p -o export` of an image file, as key → value.
+pub fn blkid(image: &Path) -> std::collections::BTreeMap<String, String> {
+    run_tool("blkid", &["-p", "-o", "export", &image.to_string_lossy()])
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Extract a whole ISO 9660 image with xorriso (Rock Ridge names) into `dir`.
+pub fn extract_iso(image: &Path, dir: &Path) {
+    run_tool(
+        "xorriso",
+        &[
+            "-osirrox",
+            "on",
+            "-indev",
+            &image.to_string_lossy(),
+            "-extract",
+            "/",
+            &dir.to_string_lossy(),
+        ],
+    );
+}
+
+/// Extract a whole VFAT image with mtools' mcopy into `dir`.
+pub fn extract_vfat(image: &Path, dir: &Path) {
+    std::fs::create_dir_all(dir).expect("create extract dir");
+    run_tool(
+        "mcopy",
+        &[
+            "-s",
+            "-n",
+            "-i",
+            &image.to_string_lossy(),
+            "::/*",
+            &dir.to_string_lossy(),
+        ],
+    );
+}
+
+/// Every file below `dir`, as relative path → bytes.
+pub fn read_tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    fn walk(base: &Path, dir: &Path, out: &mut std::collections::BTreeMap<String, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).expect("read dir") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                walk(base, &path, out);
+            } else {
+                let rel = path
+                    .strip_prefix(base)
+                    .expect("below base")
+                    .to_string_lossy()
+                    .into_owned();
+                out.insert(rel, std::fs::read(&path).expect("read file"));
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}

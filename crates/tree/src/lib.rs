@@ -12,7 +12,7 @@ pub mod versions;
 pub use json::to_python_json;
 pub use model::{Device, DeviceKind, Instance, InvalidInstance, Port};
 pub use path::{MetadataPath, PathError};
-pub use render::{Body, ContentType, Ec2Node, Entry, RenderOptions, Tree};
+pub use render::{Body, ContentType, DriveExtras, Ec2Node, Entry, RenderOptions, Tree};
 
 /// The example record shipped in `docs/instance.example.json`: the demo
 /// instance, and the reference for the record format.

@@ -111,7 +111,9 @@ impl Ec2Node {
 
     /// The JSON form a config drive writes (`ec2/<v>/meta-data.json`): raw
     /// nesting, integers kept, lists as arrays, no display names.
-    pub fn to_json(&self, requester: &str) -> Value {
+    /// `requester` fills Nova's `local-ipv4` fallback; a config drive has
+    /// no requester and writes `null`, as Nova does.
+    pub fn to_json(&self, requester: Option<&str>) -> Value {
         match self {
             Ec2Node::Dir { children, .. } => Value::Object(
                 children
@@ -122,7 +124,7 @@ impl Ec2Node {
             Ec2Node::Text(b) => Value::String(String::from_utf8_lossy(b).into_owned()),
             Ec2Node::Int(i) => json!(i),
             Ec2Node::List(items) => json!(items),
-            Ec2Node::Requester => Value::String(requester.to_string()),
+            Ec2Node::Requester => requester.map_or(Value::Null, |r| Value::String(r.to_string())),
         }
     }
 }
@@ -467,16 +469,40 @@ fn devices_json(instance: &Instance, version: usize) -> Vec<Value> {
     out
 }
 
+/// What only a config drive's `meta_data.json` carries (Nova passes these
+/// from the config-drive builder; the metadata service never emits them).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DriveExtras {
+    /// Injected files: (guest path, content path such as `/content/0000`).
+    pub files: Vec<(String, String)>,
+    /// The admin password given at boot.
+    pub admin_pass: Option<String>,
+}
+
 /// The fields of `meta_data.json` for one version, in Nova's order, with
 /// the position where `random_seed` goes (from 2013-04-04 on).
 fn meta_data_fields(
     instance: &Instance,
     options: &RenderOptions,
     version: usize,
+    extras: Option<&DriveExtras>,
 ) -> (Vec<(&'static str, Value)>, Option<usize>) {
     let mut f: Vec<(&'static str, Value)> = vec![("uuid", json!(instance.uuid))];
     if !instance.meta.is_empty() {
         f.push(("meta", json!(instance.meta)));
+    }
+    if let Some(extras) = extras {
+        if !extras.files.is_empty() {
+            let files: Vec<Value> = extras
+                .files
+                .iter()
+                .map(|(path, content)| json!({"path": path, "content_path": content}))
+                .collect();
+            f.push(("files", Value::Array(files)));
+        }
+        if let Some(pass) = &extras.admin_pass {
+            f.push(("admin_pass", json!(pass)));
+        }
     }
     if !instance.public_keys.is_empty() {
         f.push(("public_keys", json!(instance.public_keys)));
@@ -518,8 +544,13 @@ fn write_fields(out: &mut String, fields: &[(&str, Value)]) {
 }
 
 /// `meta_data.json` split around the random seed.
-fn meta_data_body(instance: &Instance, options: &RenderOptions, version: usize) -> Body {
-    let (fields, seed_at) = meta_data_fields(instance, options, version);
+fn meta_data_body(
+    instance: &Instance,
+    options: &RenderOptions,
+    version: usize,
+    extras: Option<&DriveExtras>,
+) -> Body {
+    let (fields, seed_at) = meta_data_fields(instance, options, version, extras);
     let mut before = String::from("{");
     match seed_at {
         None => {
@@ -544,24 +575,28 @@ fn meta_data_body(instance: &Instance, options: &RenderOptions, version: usize) 
     }
 }
 
-/// `meta_data.json` as one document with a given seed (config drives).
+/// `meta_data.json` as one document with a given seed and the config
+/// drive's extras.
 pub fn meta_data_document(
     instance: &Instance,
     options: &RenderOptions,
     version: &str,
     random_seed: &str,
+    extras: &DriveExtras,
 ) -> Option<String> {
     let index = versions::openstack_index(version)?;
-    Some(match meta_data_body(instance, options, index) {
-        Body::MetaData { before, after } => {
-            let mut s = String::from_utf8_lossy(&before).into_owned();
-            s.push_str(random_seed);
-            s.push_str(&String::from_utf8_lossy(&after));
-            s
-        }
-        Body::Static(b) => String::from_utf8_lossy(&b).into_owned(),
-        _ => unreachable!("meta_data_body yields MetaData or Static"),
-    })
+    Some(
+        match meta_data_body(instance, options, index, Some(extras)) {
+            Body::MetaData { before, after } => {
+                let mut s = String::from_utf8_lossy(&before).into_owned();
+                s.push_str(random_seed);
+                s.push_str(&String::from_utf8_lossy(&after));
+                s
+            }
+            Body::Static(b) => String::from_utf8_lossy(&b).into_owned(),
+            _ => unreachable!("meta_data_body yields MetaData or Static"),
+        },
+    )
 }
 
 /// `network_data.json`: the record's own document, or one link per port
@@ -619,7 +654,7 @@ fn openstack_entries(
     put(
         "meta_data.json",
         Entry {
-            body: meta_data_body(instance, options, version),
+            body: meta_data_body(instance, options, version, None),
             content_type: ContentType::Json,
         },
     );

@@ -305,7 +305,7 @@ fn generated_network_data_has_one_link_per_port() {
 #[test]
 fn config_drive_ec2_json_keeps_raw_nesting() {
     let node = render::ec2_tree(&example_instance(), &RenderOptions::default(), 8);
-    let json = node.to_json("10.0.0.9");
+    let json = node.to_json(None);
     let md = &json["meta-data"];
     assert_eq!(md["ami-launch-index"], 0);
     assert!(md["public-keys"]["0"]["openssh-key"]
@@ -313,10 +313,40 @@ fn config_drive_ec2_json_keeps_raw_nesting() {
         .unwrap()
         .starts_with("ssh-ed25519 "));
     assert_eq!(md["placement"]["availability-zone"], "nova");
+    assert_eq!(md["local-ipv4"], "127.0.0.1");
     assert_eq!(md["security-groups"], serde_json::json!(["default", "web"]));
 }
 
 #[test]
 fn example_record_is_valid() {
     example_instance().validate().unwrap();
+}
+
+#[test]
+fn config_drive_meta_data_carries_files_and_admin_pass_in_novas_place() {
+    let extras = render::DriveExtras {
+        files: vec![("/etc/motd".into(), "/content/0000".into())],
+        admin_pass: Some("pw".into()),
+    };
+    let doc = render::meta_data_document(
+        &example_instance(),
+        &RenderOptions::default(),
+        "latest",
+        "c2VlZA==",
+        &extras,
+    )
+    .unwrap();
+    let value: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    let keys: Vec<&str> = value
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    assert_eq!(
+        &keys[..5],
+        ["uuid", "meta", "files", "admin_pass", "public_keys"]
+    );
+    assert_eq!(value["files"][0]["content_path"], "/content/0000");
+    assert_eq!(value["random_seed"], "c2VlZA==");
 }

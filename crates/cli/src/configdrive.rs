@@ -1,0 +1,136 @@
+//! `meta169 configdrive`: write an instance's config drive, from the store
+//! or from a JSON record, with the same renderer the API serves from.
+
+use crate::config;
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use clap::Args;
+use meta169_api::vendordata::VendorData;
+use meta169_configdrive::{drive_files, write_image, DriveInput, Format, InjectedFile, RandomSeed};
+use meta169_tree::Instance;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct ConfigDriveArgs {
+    /// The instance, read from the store.
+    #[arg(
+        long,
+        conflicts_with = "from_json",
+        required_unless_present = "from_json"
+    )]
+    instance: Option<String>,
+    /// An instance record in a JSON file (no store needed).
+    #[arg(long)]
+    from_json: Option<PathBuf>,
+    /// The image to write (replaced only once complete).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// iso9660 (a CD-ROM, Nova's default) or vfat (a 64 MiB disk).
+    #[arg(long, default_value = "iso9660")]
+    format: Format,
+    /// Inject a file: GUEST_PATH=LOCAL_FILE (repeatable).
+    #[arg(long = "file", value_name = "GUEST_PATH=LOCAL_FILE")]
+    files: Vec<String>,
+    /// A file holding the admin password to put in meta_data.json.
+    #[arg(long)]
+    admin_pass_file: Option<PathBuf>,
+    /// Use 512 fresh random bytes for random_seed, as Nova does; the image
+    /// then differs on every run. Default: a seed derived from the record,
+    /// so the same input gives the same bytes.
+    #[arg(long)]
+    fresh_seed: bool,
+    /// Configuration file ([serve] store, dhcp_domain, vendordata).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Store URL; overrides the configuration file.
+    #[arg(long)]
+    store: Option<String>,
+}
+
+fn injected(spec: &str) -> Result<InjectedFile> {
+    let (guest, local) = spec
+        .split_once('=')
+        .with_context(|| format!("--file {spec:?} must be GUEST_PATH=LOCAL_FILE"))?;
+    let data =
+        std::fs::read(local).with_context(|| format!("cannot read {local} for --file {guest}"))?;
+    Ok(InjectedFile {
+        guest_path: guest.to_string(),
+        data: Bytes::from(data),
+    })
+}
+
+pub async fn run(args: ConfigDriveArgs) -> Result<()> {
+    let started = Instant::now();
+    let file = config::load(args.config.as_deref())?;
+    let settings = file.serve.api_settings()?;
+    let instance: Instance = match (&args.instance, &args.from_json) {
+        (Some(uuid), _) => {
+            let url = args.store.clone().unwrap_or(file.serve.store.clone());
+            let store =
+                meta169_store::open(&url).with_context(|| format!("cannot open store {url}"))?;
+            match store.get_instance(uuid).await? {
+                Some(stored) => stored.instance,
+                None => bail!("no instance with uuid {uuid} in {url}"),
+            }
+        }
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{} is not a valid instance record (see `meta169 instance example`)",
+                    path.display()
+                )
+            })?
+        }
+        (None, None) => bail!("give --instance UUID or --from-json FILE"),
+    };
+    let files = args
+        .files
+        .iter()
+        .map(|s| injected(s))
+        .collect::<Result<Vec<_>>>()?;
+    let admin_pass = match &args.admin_pass_file {
+        Some(path) => Some(config::read_secret(path, "the admin password")?),
+        None => None,
+    };
+    // Dynamic vendordata is fetched once, at build time, as Nova does.
+    let vendor_data2 = if settings.dynamic_targets.is_empty() {
+        None
+    } else {
+        eprintln!(
+            "calling {} vendordata target(s)...",
+            settings.dynamic_targets.len()
+        );
+        Some(
+            VendorData::new(&settings)?
+                .document(&instance, &settings)
+                .await,
+        )
+    };
+    let input = DriveInput {
+        instance: &instance,
+        render: &settings.render,
+        vendor_data2,
+        files,
+        admin_pass,
+        random_seed: if args.fresh_seed {
+            RandomSeed::Fresh
+        } else {
+            RandomSeed::Derived
+        },
+    };
+    let tree = drive_files(&input)?;
+    let size = write_image(&tree, args.format, &args.output)?;
+    eprintln!(
+        "wrote {} ({:?}, label config-2, {} files, {} KiB) for {} in {} ms",
+        args.output.display(),
+        args.format,
+        tree.len(),
+        size / 1024,
+        instance.uuid,
+        started.elapsed().as_millis()
+    );
+    Ok(())
+}
