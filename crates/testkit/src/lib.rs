@@ -320,3 +320,124 @@ pub fn read_tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     walk(dir, dir, &mut out);
     out
 }
+
+/// OVN's Southbound schema, from Debian's ovn-common.
+pub const OVN_SB_SCHEMA: &str = "/usr/share/ovn/ovn-sb.ovsschema";
+/// OVN's Northbound schema.
+pub const OVN_NB_SCHEMA: &str = "/usr/share/ovn/ovn-nb.ovsschema";
+/// Open vSwitch's schema, from Debian's openvswitch-common.
+pub const VSWITCH_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
+
+/// A real `ovsdb-server` on a unix socket in a test directory, with a
+/// database created from a schema file by `ovsdb-tool`. Stopped by its pid.
+pub struct OvsdbServer {
+    process: Option<Process>,
+    pub name: String,
+    pub dir: PathBuf,
+    pub db_file: PathBuf,
+    pub socket: PathBuf,
+    /// Extra `--remote` arguments (e.g. `pssl:PORT:127.0.0.1`) and options.
+    pub extra_args: Vec<String>,
+}
+
+impl OvsdbServer {
+    /// Create the database (if new) and start the server.
+    pub fn start(name: &str, schema: &str, dir: &Path) -> OvsdbServer {
+        Self::start_with(name, schema, dir, Vec::new())
+    }
+
+    pub fn start_with(
+        name: &str,
+        schema: &str,
+        dir: &Path,
+        extra_args: Vec<String>,
+    ) -> OvsdbServer {
+        assert!(
+            Path::new(schema).exists(),
+            "{schema} is missing: run scripts/test, which installs ovn-central and openvswitch"
+        );
+        let db_file = dir.join(format!("{name}.db"));
+        if !db_file.exists() {
+            run(Command::new("ovsdb-tool")
+                .arg("create")
+                .arg(&db_file)
+                .arg(schema));
+        }
+        let mut server = OvsdbServer {
+            process: None,
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+            socket: dir.join(format!("{name}.sock")),
+            db_file,
+            extra_args,
+        };
+        server.restart();
+        server
+    }
+
+    /// `unix:<socket>`.
+    pub fn remote(&self) -> String {
+        format!("unix:{}", self.socket.display())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.as_ref().map(|p| p.pid()).unwrap_or(0)
+    }
+
+    /// Stop (SIGKILL: as abrupt as a crash).
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.kill_hard();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+
+    /// Start again on the same database file and socket.
+    pub fn restart(&mut self) {
+        self.kill();
+        let mut command = Command::new("ovsdb-server");
+        command
+            .arg(&self.db_file)
+            .arg(format!("--remote=punix:{}", self.socket.display()))
+            .arg(format!(
+                "--unixctl={}",
+                self.dir.join(format!("{}.ctl", self.name)).display()
+            ))
+            .arg(format!(
+                "--log-file={}",
+                self.dir.join(format!("{}.ovsdb.log", self.name)).display()
+            ))
+            .arg("--no-chdir")
+            .args(&self.extra_args);
+        self.process = Some(Process::start(
+            &format!("{}-ovsdb-server", self.name),
+            command,
+            &self.dir,
+        ));
+        let socket = self.socket.clone();
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                std::os::unix::net::UnixStream::connect(&socket).is_ok()
+            }),
+            "ovsdb-server {} did not start; see {}",
+            self.name,
+            self.dir.display()
+        );
+    }
+
+    /// Freeze or thaw the server (SIGSTOP / SIGCONT): a server that hangs.
+    pub fn freeze(&self, frozen: bool) {
+        let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: kill(2) on the pid of the server this helper started.
+        unsafe {
+            libc::kill(self.pid() as i32, signal);
+        }
+    }
+}
+
+impl Drop for OvsdbServer {
+    fn drop(&mut self) {
+        self.freeze(false);
+        self.kill();
+    }
+}
