@@ -8,21 +8,17 @@ pub mod cache;
 pub mod error;
 pub mod identity;
 pub mod metadata;
-pub mod server;
 pub mod settings;
 pub mod signing;
 pub mod vendordata;
 
 use axum::Router;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use metadata::MetadataService;
 pub use settings::{ApiSettings, DynamicTarget, IdentitySettings, ServerLimits};
 
-/// The TCP peer of a request, attached by the listener.
-#[derive(Clone, Copy, Debug)]
-pub struct PeerAddr(pub SocketAddr);
+pub use meta169_http::{self as server, PeerAddr};
 
 /// The guest-facing router: every path goes to the metadata handler.
 pub fn metadata_router(service: Arc<MetadataService>) -> Router {

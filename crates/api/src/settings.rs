@@ -116,29 +116,7 @@ impl Default for ApiSettings {
     }
 }
 
-/// Limits of the HTTP listener against slow or hostile clients.
-#[derive(Clone, Debug)]
-pub struct ServerLimits {
-    /// Time allowed to send the request line and headers.
-    pub header_read_timeout: Duration,
-    /// Largest request head (line + headers); at least 8 KiB (hyper's floor).
-    pub max_head_bytes: usize,
-    /// Connections served at once; further ones wait in the backlog.
-    pub max_connections: usize,
-    /// Time allowed to send a request body (password POST, admin JSON).
-    pub body_read_timeout: Duration,
-}
-
-impl Default for ServerLimits {
-    fn default() -> Self {
-        ServerLimits {
-            header_read_timeout: Duration::from_secs(10),
-            max_head_bytes: 8 * 1024,
-            max_connections: 4096,
-            body_read_timeout: Duration::from_secs(10),
-        }
-    }
-}
+pub use meta169_http::ServerLimits;
 
 #[cfg(test)]
 mod tests {

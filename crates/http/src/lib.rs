@@ -1,19 +1,47 @@
-//! The HTTP listener: hyper's HTTP/1 server with the limits a guest-facing
-//! service needs (bounded request head, header read timeout, bounded number
-//! of connections), handing each request to a router with the TCP peer
-//! address attached as [`PeerAddr`].
+//! The HTTP/1 listener meta169's guest-facing servers share (the API and
+//! the agent's listeners in each namespace): hyper with the limits hostile
+//! clients call for (bounded request head, header read timeout, bounded
+//! number of connections), handing each request to an axum router with the
+//! TCP peer address attached as [`PeerAddr`].
 
-use crate::settings::ServerLimits;
-use crate::PeerAddr;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
+
+/// The TCP peer of a request, attached by the listener.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// Limits of a listener against slow or hostile clients.
+#[derive(Clone, Debug)]
+pub struct ServerLimits {
+    /// Time allowed to send the request line and headers.
+    pub header_read_timeout: Duration,
+    /// Largest request head (line + headers); at least 8 KiB (hyper's floor).
+    pub max_head_bytes: usize,
+    /// Connections served at once; further ones wait in the backlog.
+    pub max_connections: usize,
+    /// Time allowed to send a request body (password POST, admin JSON).
+    pub body_read_timeout: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            header_read_timeout: Duration::from_secs(10),
+            max_head_bytes: 8 * 1024,
+            max_connections: 4096,
+            body_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
 
 /// Serve `router` on `listener` until `shutdown` completes.
 pub async fn serve(

@@ -1,0 +1,31 @@
+//! meta169's agent, one per compute node: it watches the OVN Southbound
+//! database for the VM ports bound to this chassis, plumbs an
+//! `ovnmeta-<network>` namespace with a veth into the integration bridge
+//! for each network that needs metadata, listens on 169.254.169.254:80 in
+//! it (no haproxy), and forwards each guest's request to the metadata API
+//! with Neutron's signed headers. It renders nothing itself.
+
+pub mod agent;
+pub mod net;
+pub mod netns;
+pub mod ovs;
+pub mod proxy;
+pub mod sb;
+pub mod status;
+
+pub use agent::{Agent, AgentSettings, BridgeMode};
+pub use proxy::Upstream;
+
+/// What stops the agent. Each message says what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// A database could not be reached or refused a write.
+    #[error("{what}: {reason}")]
+    Database { what: String, reason: String },
+    /// Configuration that cannot work.
+    #[error("{0}")]
+    Config(String),
+    /// Netlink, namespaces or sockets failed.
+    #[error("{0}")]
+    Netlink(#[from] std::io::Error),
+}

@@ -1,0 +1,289 @@
+//! Serving a guest: (network of the listener, peer address) → index →
+//! instance → forward to the metadata API with Neutron's signed headers,
+//! and relay the answer with the statuses Neutron's agent gives.
+
+use crate::sb::{Index, Target};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use http::{header, HeaderValue, StatusCode};
+use http_body_util::BodyExt;
+use meta169_http::PeerAddr;
+use meta169_tree::model::mac_from_eui64;
+use sha2::Sha256;
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Largest guest request body forwarded (a password POST is at most 1020 bytes).
+pub const MAX_GUEST_BODY_BYTES: usize = 64 * 1024;
+/// Largest upstream answer relayed.
+pub const MAX_UPSTREAM_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Statuses Neutron's agent relays; anything else becomes 502.
+const RELAYED: &[u16] = &[200, 400, 403, 404, 409, 500, 502, 503, 504];
+
+/// Shared by every listener.
+pub struct Proxy {
+    index: RwLock<Arc<Index>>,
+    client: reqwest::Client,
+    upstream: String,
+    secret: Vec<u8>,
+    timeout: Duration,
+}
+
+/// The upstream metadata API (meta169 serve or Nova).
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    /// `http://host:port` or `https://host:port`, no trailing slash.
+    pub url: String,
+    pub shared_secret: Vec<u8>,
+    pub timeout: Duration,
+    /// Skip TLS verification (Neutron's `nova_metadata_insecure`).
+    pub insecure: bool,
+    /// Extra CA bundle (Neutron's `auth_ca_cert`).
+    pub ca_cert: Option<std::path::PathBuf>,
+}
+
+/// `X-Instance-ID-Signature`.
+pub fn sign(secret: &[u8], instance_id: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(instance_id.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// An error answer the agent gives itself: Neutron's texts, never empty.
+pub fn error(status: StatusCode, message: &str) -> Response {
+    let title = format!(
+        "{} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let body = format!("<html>\n <head>\n  <title>{title}</title>\n </head>\n <body>\n  <h1>{title}</h1>\n  {message}<br /><br />\n\n\n </body>\n</html>");
+    let mut r = (status, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=UTF-8"),
+    );
+    r
+}
+
+impl Proxy {
+    pub fn new(upstream: &Upstream) -> Result<Proxy, reqwest::Error> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .danger_accept_invalid_certs(upstream.insecure);
+        if let Some(path) = &upstream.ca_cert {
+            if let Ok(pem) = std::fs::read(path) {
+                for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
+                    builder = builder.add_root_certificate(cert);
+                }
+            }
+        }
+        Ok(Proxy {
+            index: RwLock::new(Arc::new(Index::default())),
+            client: builder.build()?,
+            upstream: upstream.url.trim_end_matches('/').to_string(),
+            secret: upstream.shared_secret.clone(),
+            timeout: upstream.timeout,
+        })
+    }
+
+    /// Publish a new index (after a Southbound change).
+    pub fn set_index(&self, index: Index) {
+        if let Ok(mut slot) = self.index.write() {
+            *slot = Arc::new(index);
+        }
+    }
+
+    pub fn index(&self) -> Arc<Index> {
+        self.index.read().map(|i| i.clone()).unwrap_or_default()
+    }
+
+    /// Who is `address` on `network`? IPv6 link-local guests by the MAC in
+    /// their EUI-64 address, IPv4-mapped addresses as IPv4, as Neutron does.
+    pub fn lookup(&self, network: &str, address: IpAddr) -> Option<Target> {
+        let index = self.index();
+        let address = match address {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+            v4 => v4,
+        };
+        if let IpAddr::V6(v6) = address {
+            if v6.is_unicast_link_local() {
+                return mac_from_eui64(v6).and_then(|mac| index.by_mac(network, mac).cloned());
+            }
+        }
+        index.by_ip(network, address).cloned()
+    }
+
+    /// Forward one guest request on behalf of `target`.
+    pub async fn forward(&self, request: Request, target: &Target, guest: IpAddr) -> Response {
+        let (parts, body) = request.into_parts();
+        let body = match tokio::time::timeout(
+            self.timeout,
+            http_body_util::Limited::new(body, MAX_GUEST_BODY_BYTES).collect(),
+        )
+        .await
+        {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(_)) => return error(StatusCode::BAD_REQUEST, "Request is too large."),
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "The request body was not received in time.",
+                )
+            }
+        };
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let url = format!("{}{}", self.upstream, path_and_query);
+        // Only these headers go upstream; the guest's own are dropped, so it
+        // cannot choose its identity.
+        let mut upstream = self
+            .client
+            .request(parts.method.clone(), &url)
+            .timeout(self.timeout)
+            .header("X-Forwarded-For", guest.to_string())
+            .header("X-Instance-ID", &target.instance_id)
+            .header("X-Tenant-ID", &target.project_id)
+            .header(
+                "X-Instance-ID-Signature",
+                sign(&self.secret, &target.instance_id),
+            );
+        if !body.is_empty() {
+            upstream = upstream.body(body);
+        }
+        let answer = match upstream.send().await {
+            Ok(a) => a,
+            Err(e) if e.is_timeout() => {
+                tracing::warn!(%url, instance = %target.instance_id, "metadata API did not answer in {:?}", self.timeout);
+                return error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "The remote metadata server did not answer in time.",
+                );
+            }
+            Err(e) => {
+                tracing::warn!(%url, instance = %target.instance_id, "metadata API unreachable: {e}");
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The remote metadata server is temporarily unavailable. Please try again later.",
+                );
+            }
+        };
+        let status = answer.status();
+        if status == StatusCode::FORBIDDEN {
+            tracing::warn!(instance = %target.instance_id, "the metadata API refused the signature: metadata_proxy_shared_secret differs between the agent and the API");
+        }
+        if !RELAYED.contains(&status.as_u16()) {
+            tracing::warn!(%url, "metadata API answered {status}, which Neutron's agent does not relay; answering 502");
+            return error(
+                StatusCode::BAD_GATEWAY,
+                "The remote metadata server gave an unexpected answer.",
+            );
+        }
+        let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
+        let bytes = match read_bounded(answer).await {
+            Ok(b) => b,
+            Err(why) => {
+                tracing::warn!(%url, "reading the metadata API's answer failed: {why}");
+                return error(
+                    StatusCode::BAD_GATEWAY,
+                    "The remote metadata server's answer could not be read.",
+                );
+            }
+        };
+        let mut response = Response::new(Body::from(bytes));
+        *response.status_mut() = status;
+        if let Some(ct) = content_type {
+            response.headers_mut().insert(header::CONTENT_TYPE, ct);
+        }
+        response
+    }
+}
+
+async fn read_bounded(mut answer: reqwest::Response) -> Result<Bytes, String> {
+    let mut out = Vec::new();
+    while let Some(chunk) = answer.chunk().await.map_err(|e| e.to_string())? {
+        if out.len() + chunk.len() > MAX_UPSTREAM_BODY_BYTES {
+            return Err(format!(
+                "answer larger than {MAX_UPSTREAM_BODY_BYTES} bytes"
+            ));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(out))
+}
+
+/// State of one namespace listener: the proxy and the network it serves.
+#[derive(Clone)]
+pub struct ListenerState {
+    pub proxy: Arc<Proxy>,
+    pub network_id: Arc<str>,
+}
+
+/// The handler behind 169.254.169.254:80 in a namespace.
+pub async fn handle_guest(State(state): State<ListenerState>, request: Request) -> Response {
+    let Some(peer) = request.extensions().get::<PeerAddr>().map(|p| p.0.ip()) else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "No peer address.");
+    };
+    match state.proxy.lookup(&state.network_id, peer) {
+        Some(target) => state.proxy.forward(request, &target, peer).await,
+        None => {
+            tracing::info!(network = %state.network_id, %peer, path = %request.uri().path(), "no instance with this address on this network");
+            error(
+                StatusCode::NOT_FOUND,
+                &format!("Instance was not found on network {}.", state.network_id),
+            )
+        }
+    }
+}
+
+/// The handler behind the haproxy-compatible UNIX socket: network and
+/// guest address come from haproxy's `X-OVN-Network-ID` and
+/// `X-Forwarded-For` (the last one: haproxy's own).
+pub async fn handle_haproxy(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
+    let (network, guest) = {
+        let header = |name: &str| {
+            request
+                .headers()
+                .get_all(name)
+                .iter()
+                .next_back()
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        (
+            header("x-ovn-network-id"),
+            header("x-forwarded-for").and_then(|v| {
+                v.rsplit(',')
+                    .next()
+                    .and_then(|a| a.trim().parse::<IpAddr>().ok())
+            }),
+        )
+    };
+    let Some(network) = network else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "X-OVN-Network-ID header is missing from request.",
+        );
+    };
+    let Some(guest) = guest else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "X-Forwarded-For header is missing or not an address.",
+        );
+    };
+    match proxy.lookup(&network, guest) {
+        Some(target) => proxy.forward(request, &target, guest).await,
+        None => error(
+            StatusCode::NOT_FOUND,
+            &format!("Instance was not found on network {network}."),
+        ),
+    }
+}
