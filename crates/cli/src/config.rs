@@ -20,6 +20,8 @@ pub const DEFAULT_STORE: &str = "sqlite:///var/lib/meta169/meta169.db";
 pub struct ConfigFile {
     #[serde(default)]
     pub serve: ServeSection,
+    #[serde(default)]
+    pub agent: crate::agent::AgentSection,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,13 +1,14 @@
 //! `meta169`: the cloud instance metadata service. One binary: the metadata
-//! API (`serve`), instance records on the command line (`instance`), and
-//! config drives
-//! (`configdrive`) and benchmarks (`bench`).
+//! API (`serve`), the per-node OVN agent (`agent`, `trace`), instance
+//! records (`instance`), config drives (`configdrive`) and benchmarks (`bench`).
 
+mod agent;
 mod bench;
 mod config;
 mod configdrive;
 mod instance;
 mod serve;
+mod trace;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -28,6 +29,10 @@ struct Cli {
 enum Command {
     /// Serve the metadata API (Nova-compatible paths, EC2 tree, password, vendor data).
     Serve(serve::ServeArgs),
+    /// The per-compute-node OVN metadata agent (replaces neutron-ovn-metadata-agent).
+    Agent(agent::AgentArgs),
+    /// Explain one VM's metadata path on this node, step by step.
+    Trace(trace::TraceArgs),
     /// Manage instance records in the store.
     Instance {
         #[command(subcommand)]
@@ -66,6 +71,8 @@ fn main() -> Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Agent(args) => agent::run(args).await,
+            Command::Trace(args) => trace::run(args).await,
             Command::Instance {
                 command,
                 config,

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 fn clients() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
+    meta169_testkit::clients_dir()
 }
 
 fn input<'a>(instance: &'a Instance, render: &'static RenderOptions) -> DriveInput<'a> {

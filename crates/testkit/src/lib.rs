@@ -3,6 +3,8 @@
 //! started here, the same way for every test, and stopped by the process id
 //! or name this helper created — never by a name search.
 
+pub mod ovn;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -440,4 +442,9 @@ impl Drop for OvsdbServer {
         self.freeze(false);
         self.kill();
     }
+}
+
+/// The Python clients tests run (cloud-init's readers, pycdlib, hmac).
+pub fn clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("clients")
 }

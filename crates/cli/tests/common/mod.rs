@@ -9,7 +9,7 @@ use std::time::Duration;
 pub const BIN: &str = env!("CARGO_BIN_EXE_meta169");
 
 pub fn clients_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
+    meta169_testkit::clients_dir()
 }
 
 /// A `meta169` command, optionally inside a namespace.

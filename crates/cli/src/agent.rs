@@ -1,0 +1,298 @@
+//! `meta169 agent` and `meta169 trace`: configuration (TOML `[agent]`, an
+//! existing `neutron_ovn_metadata_agent.ini`, flags), running the agent,
+//! and explaining one VM's metadata path.
+
+use crate::config::{self, ConfigFile};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use meta169_agent::{Agent, AgentSettings, BridgeMode, Upstream};
+use meta169_ovsdb::{Remote, TlsFiles};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `[agent]` in the TOML file. Every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSection {
+    pub ovn_sb: Option<String>,
+    pub ovn_sb_private_key: Option<PathBuf>,
+    pub ovn_sb_certificate: Option<PathBuf>,
+    pub ovn_sb_ca_cert: Option<PathBuf>,
+    pub ovs_db: Option<String>,
+    pub chassis: Option<String>,
+    pub bridge: Option<String>,
+    pub upstream: Option<String>,
+    pub upstream_timeout_seconds: Option<u64>,
+    pub upstream_insecure: Option<bool>,
+    pub upstream_ca_cert: Option<PathBuf>,
+    pub shared_secret_file: Option<PathBuf>,
+    pub haproxy_socket: Option<PathBuf>,
+    pub status_socket: Option<PathBuf>,
+    pub ipv6: Option<bool>,
+}
+
+pub const DEFAULT_SB: &str = "tcp:127.0.0.1:6642";
+pub const DEFAULT_OVS: &str = "unix:/var/run/openvswitch/db.sock";
+pub const DEFAULT_UPSTREAM: &str = "http://127.0.0.1:8775";
+pub const DEFAULT_STATUS_SOCKET: &str = "/run/meta169/agent.sock";
+
+#[derive(Args, Clone)]
+pub struct AgentArgs {
+    /// meta169 configuration file (its [agent] section).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// An existing neutron_ovn_metadata_agent.ini to take settings from.
+    #[arg(long)]
+    pub neutron_config: Option<PathBuf>,
+    /// OVN Southbound remote (tcp:HOST:PORT, ssl:HOST:PORT, unix:PATH).
+    #[arg(long)]
+    pub ovn_sb: Option<String>,
+    /// Local Open_vSwitch database remote.
+    #[arg(long)]
+    pub ovs_db: Option<String>,
+    /// This chassis' name [default: the Open_vSwitch system-id].
+    #[arg(long)]
+    pub chassis: Option<String>,
+    /// The metadata API to forward to (meta169 serve or Nova), http:// or https://.
+    #[arg(long)]
+    pub upstream: Option<String>,
+    /// File holding metadata_proxy_shared_secret (never on the command line).
+    #[arg(long)]
+    pub shared_secret_file: Option<PathBuf>,
+    /// ovs:NAME, linux:NAME, or ovs (the chassis' ovn-bridge).
+    #[arg(long)]
+    pub bridge: Option<String>,
+    /// Also serve haproxy's X-OVN-Network-ID requests on this UNIX socket.
+    #[arg(long)]
+    pub haproxy_socket: Option<PathBuf>,
+    /// Status socket `meta169 trace` reads.
+    #[arg(long)]
+    pub status_socket: Option<PathBuf>,
+}
+
+/// What Neutron's ini says, in meta169's terms.
+#[derive(Debug, Default, PartialEq)]
+pub struct NeutronIni {
+    pub upstream: Option<String>,
+    pub insecure: Option<bool>,
+    pub ca_cert: Option<PathBuf>,
+    pub shared_secret: Option<String>,
+    pub haproxy_socket: Option<PathBuf>,
+    pub ovn_sb: Option<String>,
+    pub tls: TlsFiles,
+    pub ovs_db: Option<String>,
+}
+
+/// Read the keys of `neutron_ovn_metadata_agent.ini` meta169 understands.
+pub fn read_neutron_ini(path: &Path) -> Result<NeutronIni> {
+    let ini = ini::Ini::load_from_file(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let get = |section: Option<&str>, key: &str| -> Option<String> {
+        ini.section(section)
+            .and_then(|s| s.get(key))
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let default = |key: &str| get(Some("DEFAULT"), key).or_else(|| get(None, key));
+    let host = default("nova_metadata_host");
+    let port = default("nova_metadata_port");
+    let protocol = default("nova_metadata_protocol");
+    let upstream = if host.is_some() || port.is_some() || protocol.is_some() {
+        let host = host.unwrap_or_else(|| "127.0.0.1".into());
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        Some(format!(
+            "{}://{}:{}",
+            protocol.unwrap_or_else(|| "http".into()),
+            host,
+            port.unwrap_or_else(|| "8775".into())
+        ))
+    } else {
+        None
+    };
+    let state_path = default("state_path").unwrap_or_else(|| "/var/lib/neutron".into());
+    let sb = get(Some("ovn"), "ovn_sb_connection").map(|s| {
+        let first = s.split(',').next().unwrap_or("").trim().to_string();
+        if s.contains(',') {
+            tracing::warn!(
+                "ovn_sb_connection lists several remotes; meta169 uses the first, {first}"
+            );
+        }
+        first
+    });
+    Ok(NeutronIni {
+        upstream,
+        insecure: default("nova_metadata_insecure").map(|v| v.eq_ignore_ascii_case("true")),
+        ca_cert: default("auth_ca_cert").map(PathBuf::from),
+        shared_secret: default("metadata_proxy_shared_secret"),
+        haproxy_socket: default("metadata_proxy_socket")
+            .map(|s| PathBuf::from(s.replace("$state_path", &state_path))),
+        ovn_sb: sb,
+        tls: TlsFiles {
+            private_key: get(Some("ovn"), "ovn_sb_private_key").map(PathBuf::from),
+            certificate: get(Some("ovn"), "ovn_sb_certificate").map(PathBuf::from),
+            ca_cert: get(Some("ovn"), "ovn_sb_ca_cert").map(PathBuf::from),
+        },
+        ovs_db: get(Some("ovs"), "ovsdb_connection"),
+    })
+}
+
+/// Flags over TOML over Neutron's ini over defaults.
+pub fn settings(args: &AgentArgs) -> Result<AgentSettings> {
+    let file: ConfigFile = config::load(args.config.as_deref())?;
+    let toml = file.agent;
+    let neutron = match &args.neutron_config {
+        Some(p) => read_neutron_ini(p)?,
+        None => NeutronIni::default(),
+    };
+    let sb_text = args
+        .ovn_sb
+        .clone()
+        .or(toml.ovn_sb.clone())
+        .or(neutron.ovn_sb.clone())
+        .unwrap_or_else(|| DEFAULT_SB.into());
+    let tls = TlsFiles {
+        private_key: toml
+            .ovn_sb_private_key
+            .clone()
+            .or(neutron.tls.private_key.clone()),
+        certificate: toml
+            .ovn_sb_certificate
+            .clone()
+            .or(neutron.tls.certificate.clone()),
+        ca_cert: toml.ovn_sb_ca_cert.clone().or(neutron.tls.ca_cert.clone()),
+    };
+    let sb: Remote = sb_text.parse::<Remote>()?.with_tls(tls);
+    let ovs: Remote = args
+        .ovs_db
+        .clone()
+        .or(toml.ovs_db.clone())
+        .or(neutron.ovs_db.clone())
+        .unwrap_or_else(|| DEFAULT_OVS.into())
+        .parse()?;
+    let secret = match args
+        .shared_secret_file
+        .as_ref()
+        .or(toml.shared_secret_file.as_ref())
+    {
+        Some(path) => config::read_secret(path, "the shared secret")?,
+        None => neutron.shared_secret.clone().unwrap_or_default(),
+    };
+    if secret.is_empty() {
+        tracing::warn!("no metadata_proxy_shared_secret configured: signatures use an empty key (set --shared-secret-file)");
+    }
+    let upstream_url = args
+        .upstream
+        .clone()
+        .or(toml.upstream.clone())
+        .or(neutron.upstream.clone())
+        .unwrap_or_else(|| DEFAULT_UPSTREAM.into());
+    if !(upstream_url.starts_with("http://") || upstream_url.starts_with("https://")) {
+        bail!("upstream {upstream_url:?} must start with http:// or https://");
+    }
+    let bridge = match args.bridge.clone().or(toml.bridge.clone()).as_deref() {
+        None | Some("ovs") => BridgeMode::Ovs(None),
+        Some(b) => match b.split_once(':') {
+            Some(("ovs", name)) if !name.is_empty() => BridgeMode::Ovs(Some(name.to_string())),
+            Some(("linux", name)) if !name.is_empty() => BridgeMode::Linux(name.to_string()),
+            _ => bail!("bridge {b:?} must be ovs, ovs:NAME or linux:NAME"),
+        },
+    };
+    let upstream = Upstream {
+        url: upstream_url,
+        shared_secret: secret.into_bytes(),
+        timeout: Duration::from_secs(toml.upstream_timeout_seconds.unwrap_or(60)),
+        insecure: toml.upstream_insecure.or(neutron.insecure).unwrap_or(false),
+        ca_cert: toml.upstream_ca_cert.clone().or(neutron.ca_cert.clone()),
+    };
+    let mut s = AgentSettings::new(sb, ovs, upstream);
+    s.chassis = args.chassis.clone().or(toml.chassis.clone());
+    s.bridge = bridge;
+    s.haproxy_socket = args
+        .haproxy_socket
+        .clone()
+        .or(toml.haproxy_socket.clone())
+        .or(neutron.haproxy_socket.clone());
+    s.status_socket = Some(
+        args.status_socket
+            .clone()
+            .or(toml.status_socket.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATUS_SOCKET)),
+    );
+    s.ipv6 = toml.ipv6.unwrap_or(true);
+    Ok(s)
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
+
+pub async fn run(args: AgentArgs) -> Result<()> {
+    let settings = settings(&args)?;
+    tracing::info!(sb = %settings.sb, upstream = %settings.upstream.url, bridge = ?settings.bridge, "starting agent");
+    let agent = Agent::start(settings).await?;
+    agent.run(shutdown_signal()).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn neutron_ini_keys_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("neutron_ovn_metadata_agent.ini");
+        std::fs::write(
+            &path,
+            "[DEFAULT]\nnova_metadata_host = 10.1.2.3\nnova_metadata_port = 8775\nnova_metadata_protocol = https\n\
+             metadata_proxy_shared_secret = s3cret\nnova_metadata_insecure = True\nstate_path = /var/lib/neutron\n\
+             metadata_proxy_socket = $state_path/metadata_proxy\n\n[ovs]\novsdb_connection = unix:/run/openvswitch/db.sock\n\n\
+             [ovn]\novn_sb_connection = ssl:10.0.0.1:6642,ssl:10.0.0.2:6642\novn_sb_private_key = /etc/k.pem\n",
+        )
+        .unwrap();
+        let ini = read_neutron_ini(&path).unwrap();
+        assert_eq!(ini.upstream.as_deref(), Some("https://10.1.2.3:8775"));
+        assert_eq!(ini.shared_secret.as_deref(), Some("s3cret"));
+        assert_eq!(ini.insecure, Some(true));
+        assert_eq!(ini.ovn_sb.as_deref(), Some("ssl:10.0.0.1:6642"));
+        assert_eq!(
+            ini.haproxy_socket,
+            Some(PathBuf::from("/var/lib/neutron/metadata_proxy"))
+        );
+        assert_eq!(ini.ovs_db.as_deref(), Some("unix:/run/openvswitch/db.sock"));
+        assert_eq!(ini.tls.private_key, Some(PathBuf::from("/etc/k.pem")));
+        let args = AgentArgs {
+            config: None,
+            neutron_config: Some(path),
+            ovn_sb: Some("tcp:127.0.0.1:16642".into()),
+            ovs_db: None,
+            chassis: None,
+            upstream: None,
+            shared_secret_file: None,
+            bridge: Some("linux:br-meta".into()),
+            haproxy_socket: None,
+            status_socket: None,
+        };
+        let s = settings(&args).unwrap();
+        assert_eq!(
+            s.sb.to_string(),
+            "tcp:127.0.0.1:16642",
+            "flags win over the ini"
+        );
+        assert_eq!(s.upstream.url, "https://10.1.2.3:8775");
+        assert_eq!(s.upstream.shared_secret, b"s3cret");
+        assert_eq!(s.bridge, BridgeMode::Linux("br-meta".into()));
+    }
+}
