@@ -714,7 +714,7 @@ impl Agent {
     }
 
     /// Look up a guest the way a listener does.
-    pub fn lookup(&self, network: &str, ip: IpAddr) -> Option<sb::Target> {
+    pub fn lookup(&self, network: &str, ip: IpAddr) -> Option<Arc<sb::Target>> {
         self.proxy.lookup(network, ip)
     }
 }

@@ -8,11 +8,12 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use http::{header, HeaderValue, StatusCode};
+use http::{header, HeaderName, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 use meta169_http::PeerAddr;
 use meta169_tree::model::mac_from_eui64;
 use sha2::Sha256;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -27,7 +28,9 @@ const RELAYED: &[u16] = &[200, 400, 403, 404, 409, 500, 502, 503, 504];
 /// Shared by every listener.
 pub struct Proxy {
     index: RwLock<Arc<Index>>,
-    client: reqwest::Client,
+    /// `X-Instance-ID-Signature` per instance, computed when the index changes.
+    signatures: RwLock<Arc<HashMap<String, HeaderValue>>>,
+    client: UpstreamClient,
     upstream: String,
     secret: Vec<u8>,
     timeout: Duration,
@@ -71,21 +74,10 @@ pub fn error(status: StatusCode, message: &str) -> Response {
 
 impl Proxy {
     pub fn new(upstream: &Upstream) -> Result<Proxy, reqwest::Error> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .danger_accept_invalid_certs(upstream.insecure);
-        if let Some(path) = &upstream.ca_cert {
-            if let Ok(pem) = std::fs::read(path) {
-                for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
-                    builder = builder.add_root_certificate(cert);
-                }
-            }
-        }
         Ok(Proxy {
             index: RwLock::new(Arc::new(Index::default())),
-            client: builder.build()?,
+            signatures: RwLock::new(Arc::new(HashMap::new())),
+            client: UpstreamClient::new(upstream)?,
             upstream: upstream.url.trim_end_matches('/').to_string(),
             secret: upstream.shared_secret.clone(),
             timeout: upstream.timeout,
@@ -94,9 +86,33 @@ impl Proxy {
 
     /// Publish a new index (after a Southbound change).
     pub fn set_index(&self, index: Index) {
+        if self.index.read().is_ok_and(|current| **current == index) {
+            return;
+        }
+        let signatures: HashMap<String, HeaderValue> = index
+            .targets()
+            .filter_map(|t| {
+                Some((
+                    t.instance_id.clone(),
+                    HeaderValue::from_str(&sign(&self.secret, &t.instance_id)).ok()?,
+                ))
+            })
+            .collect();
+        if let Ok(mut slot) = self.signatures.write() {
+            *slot = Arc::new(signatures);
+        }
         if let Ok(mut slot) = self.index.write() {
             *slot = Arc::new(index);
         }
+    }
+
+    fn signature(&self, instance_id: &str) -> HeaderValue {
+        self.signatures
+            .read()
+            .ok()
+            .and_then(|s| s.get(instance_id).cloned())
+            .or_else(|| HeaderValue::from_str(&sign(&self.secret, instance_id)).ok())
+            .unwrap_or_else(|| HeaderValue::from_static(""))
     }
 
     pub fn index(&self) -> Arc<Index> {
@@ -105,7 +121,7 @@ impl Proxy {
 
     /// Who is `address` on `network`? IPv6 link-local guests by the MAC in
     /// their EUI-64 address, IPv4-mapped addresses as IPv4, as Neutron does.
-    pub fn lookup(&self, network: &str, address: IpAddr) -> Option<Target> {
+    pub fn lookup(&self, network: &str, address: IpAddr) -> Option<Arc<Target>> {
         let index = self.index();
         let address = match address {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
@@ -122,19 +138,24 @@ impl Proxy {
     /// Forward one guest request on behalf of `target`.
     pub async fn forward(&self, request: Request, target: &Target, guest: IpAddr) -> Response {
         let (parts, body) = request.into_parts();
-        let body = match tokio::time::timeout(
-            self.timeout,
-            http_body_util::Limited::new(body, MAX_GUEST_BODY_BYTES).collect(),
-        )
-        .await
-        {
-            Ok(Ok(collected)) => collected.to_bytes(),
-            Ok(Err(_)) => return error(StatusCode::BAD_REQUEST, "Request is too large."),
-            Err(_) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "The request body was not received in time.",
-                )
+        // Most guest requests are GETs without a body: skip collecting.
+        let body = if http_body::Body::size_hint(&body).exact() == Some(0) {
+            Bytes::new()
+        } else {
+            match tokio::time::timeout(
+                self.timeout,
+                http_body_util::Limited::new(body, MAX_GUEST_BODY_BYTES).collect(),
+            )
+            .await
+            {
+                Ok(Ok(collected)) => collected.to_bytes(),
+                Ok(Err(_)) => return error(StatusCode::BAD_REQUEST, "Request is too large."),
+                Err(_) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "The request body was not received in time.",
+                    )
+                }
             }
         };
         let path_and_query = parts
@@ -145,38 +166,56 @@ impl Proxy {
         let url = format!("{}{}", self.upstream, path_and_query);
         // Only these headers go upstream; the guest's own are dropped, so it
         // cannot choose its identity.
-        let mut upstream = self
-            .client
-            .request(parts.method.clone(), &url)
-            .timeout(self.timeout)
-            .header("X-Forwarded-For", guest.to_string())
-            .header("X-Instance-ID", &target.instance_id)
-            .header("X-Tenant-ID", &target.project_id)
-            .header(
-                "X-Instance-ID-Signature",
-                sign(&self.secret, &target.instance_id),
-            );
-        if !body.is_empty() {
-            upstream = upstream.body(body);
-        }
-        let answer = match upstream.send().await {
-            Ok(a) => a,
-            Err(e) if e.is_timeout() => {
+        let text =
+            |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""));
+        let headers = [
+            (
+                HeaderName::from_static("x-forwarded-for"),
+                text(&guest.to_string()),
+            ),
+            (
+                HeaderName::from_static("x-instance-id"),
+                text(&target.instance_id),
+            ),
+            (
+                HeaderName::from_static("x-tenant-id"),
+                text(&target.project_id),
+            ),
+            (
+                HeaderName::from_static("x-instance-id-signature"),
+                self.signature(&target.instance_id),
+            ),
+        ];
+        let answer = match tokio::time::timeout(
+            self.timeout,
+            self.client.send(parts.method, &url, &headers, body),
+        )
+        .await
+        {
+            Err(_) => {
                 tracing::warn!(%url, instance = %target.instance_id, "metadata API did not answer in {:?}", self.timeout);
                 return error(
                     StatusCode::GATEWAY_TIMEOUT,
                     "The remote metadata server did not answer in time.",
                 );
             }
-            Err(e) => {
-                tracing::warn!(%url, instance = %target.instance_id, "metadata API unreachable: {e}");
+            Ok(Err(SendError::Connect(why))) => {
+                tracing::warn!(%url, instance = %target.instance_id, "metadata API unreachable: {why}");
                 return error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "The remote metadata server is temporarily unavailable. Please try again later.",
                 );
             }
+            Ok(Err(SendError::Read(why))) => {
+                tracing::warn!(%url, "reading the metadata API's answer failed: {why}");
+                return error(
+                    StatusCode::BAD_GATEWAY,
+                    "The remote metadata server's answer could not be read.",
+                );
+            }
+            Ok(Ok(answer)) => answer,
         };
-        let status = answer.status();
+        let (status, content_type, bytes) = answer;
         if status == StatusCode::FORBIDDEN {
             tracing::warn!(instance = %target.instance_id, "the metadata API refused the signature: metadata_proxy_shared_secret differs between the agent and the API");
         }
@@ -187,23 +226,193 @@ impl Proxy {
                 "The remote metadata server gave an unexpected answer.",
             );
         }
-        let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
-        let bytes = match read_bounded(answer).await {
-            Ok(b) => b,
-            Err(why) => {
-                tracing::warn!(%url, "reading the metadata API's answer failed: {why}");
-                return error(
-                    StatusCode::BAD_GATEWAY,
-                    "The remote metadata server's answer could not be read.",
-                );
-            }
-        };
         let mut response = Response::new(Body::from(bytes));
         *response.status_mut() = status;
         if let Some(ct) = content_type {
             response.headers_mut().insert(header::CONTENT_TYPE, ct);
         }
         response
+    }
+}
+
+/// Why an upstream request failed.
+enum SendError {
+    Connect(String),
+    Read(String),
+}
+
+type Answer = (StatusCode, Option<HeaderValue>, Bytes);
+
+/// The upstream client: a small pool of keep-alive HTTP/1 connections for
+/// plain HTTP (the common case, and the cheapest per request), reqwest for
+/// HTTPS.
+enum UpstreamClient {
+    Plain(ConnectionPool),
+    Tls(reqwest::Client),
+}
+
+/// Idle keep-alive connections to one upstream. A request takes one (or
+/// opens one), and gives it back once the answer is read.
+struct ConnectionPool {
+    authority: String,
+    idle:
+        std::sync::Mutex<Vec<hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>>>,
+}
+
+/// Most idle upstream connections kept.
+const MAX_IDLE_UPSTREAM: usize = 256;
+
+impl ConnectionPool {
+    /// A ready connection, and whether it was reused from the pool.
+    async fn checkout(
+        &self,
+        fresh: bool,
+    ) -> Result<
+        (
+            hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>,
+            bool,
+        ),
+        String,
+    > {
+        while !fresh {
+            let candidate = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+            match candidate {
+                Some(sender) if sender.is_ready() => return Ok((sender, true)),
+                Some(_) => continue, // closed by the server; try the next
+                None => break,
+            }
+        }
+        let stream = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::TcpStream::connect(self.authority.as_str()),
+        )
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok((sender, false))
+    }
+
+    fn checkin(
+        &self,
+        sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>,
+    ) {
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < MAX_IDLE_UPSTREAM {
+                idle.push(sender);
+            }
+        }
+    }
+}
+
+impl UpstreamClient {
+    fn new(upstream: &Upstream) -> Result<UpstreamClient, reqwest::Error> {
+        if let Some(rest) = upstream.url.strip_prefix("http://") {
+            let authority = rest.split('/').next().unwrap_or(rest);
+            let authority = if authority
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+                && !authority.ends_with(']')
+            {
+                authority.to_string()
+            } else {
+                format!("{authority}:80")
+            };
+            return Ok(UpstreamClient::Plain(ConnectionPool {
+                authority,
+                idle: std::sync::Mutex::new(Vec::new()),
+            }));
+        }
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .danger_accept_invalid_certs(upstream.insecure);
+        if let Some(path) = &upstream.ca_cert {
+            if let Ok(pem) = std::fs::read(path) {
+                for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
+                    builder = builder.add_root_certificate(cert);
+                }
+            }
+        }
+        Ok(UpstreamClient::Tls(builder.build()?))
+    }
+
+    async fn send(
+        &self,
+        method: http::Method,
+        url: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        body: Bytes,
+    ) -> Result<Answer, SendError> {
+        match self {
+            UpstreamClient::Plain(pool) => {
+                // Over an HTTP/1 connection the request target is the path.
+                let target = url
+                    .strip_prefix("http://")
+                    .and_then(|r| r.find('/').map(|i| &r[i..]))
+                    .unwrap_or("/");
+                let mut request = http::Request::builder()
+                    .method(method)
+                    .uri(target)
+                    .header(header::HOST, pool.authority.as_str());
+                for (k, v) in headers {
+                    request = request.header(k.clone(), v.clone());
+                }
+                let request = request
+                    .body(http_body_util::Full::new(body))
+                    .map_err(|e| SendError::Connect(e.to_string()))?;
+                let (mut sender, reused) =
+                    pool.checkout(false).await.map_err(SendError::Connect)?;
+                let answer = match sender.send_request(request.clone()).await {
+                    Ok(answer) => answer,
+                    // A pooled connection the API closed just now: once more on a new one.
+                    Err(_) if reused => {
+                        let (fresh, _) = pool.checkout(true).await.map_err(SendError::Connect)?;
+                        sender = fresh;
+                        sender
+                            .send_request(request)
+                            .await
+                            .map_err(|e| SendError::Connect(e.to_string()))?
+                    }
+                    Err(e) => return Err(SendError::Connect(e.to_string())),
+                };
+                let status = answer.status();
+                let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
+                let bytes =
+                    http_body_util::Limited::new(answer.into_body(), MAX_UPSTREAM_BODY_BYTES)
+                        .collect()
+                        .await
+                        .map_err(|e| SendError::Read(e.to_string()))?
+                        .to_bytes();
+                pool.checkin(sender);
+                Ok((status, content_type, bytes))
+            }
+            UpstreamClient::Tls(client) => {
+                let mut request = client.request(method, url);
+                for (k, v) in headers {
+                    request = request.header(k.clone(), v.clone());
+                }
+                if !body.is_empty() {
+                    request = request.body(body);
+                }
+                let answer = request
+                    .send()
+                    .await
+                    .map_err(|e| SendError::Connect(e.to_string()))?;
+                let status = answer.status();
+                let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
+                let bytes = read_bounded(answer).await.map_err(SendError::Read)?;
+                Ok((status, content_type, bytes))
+            }
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use meta169_ovsdb::{Replica, Row};
 use meta169_tree::model::parse_mac;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 
 /// Port_Binding types that are VM ports (Neutron's VIF types, less the
 /// localport that is the metadata port itself).
@@ -25,33 +26,53 @@ pub struct Target {
 }
 
 /// (network, IP) and (network, MAC) → instance; kept in memory so the
-/// request path never waits on the database.
+/// request path never waits on the database. Keyed by network first, so a
+/// lookup borrows the network id instead of allocating a key.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Index {
-    by_ip: HashMap<(String, IpAddr), Target>,
-    by_mac: HashMap<(String, [u8; 6]), Target>,
+    networks: HashMap<String, NetworkIndex>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+struct NetworkIndex {
+    by_ip: HashMap<IpAddr, Arc<Target>>,
+    by_mac: HashMap<[u8; 6], Arc<Target>>,
 }
 
 impl Index {
-    pub fn by_ip(&self, network: &str, ip: IpAddr) -> Option<&Target> {
-        self.by_ip.get(&(network.to_string(), ip))
+    pub fn by_ip(&self, network: &str, ip: IpAddr) -> Option<&Arc<Target>> {
+        self.networks.get(network)?.by_ip.get(&ip)
     }
 
-    pub fn by_mac(&self, network: &str, mac: [u8; 6]) -> Option<&Target> {
-        self.by_mac.get(&(network.to_string(), mac))
+    pub fn by_mac(&self, network: &str, mac: [u8; 6]) -> Option<&Arc<Target>> {
+        self.networks.get(network)?.by_mac.get(&mac)
     }
 
+    /// Number of (network, IP) entries.
     pub fn len(&self) -> usize {
-        self.by_ip.len()
+        self.networks.values().map(|n| n.by_ip.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_ip.is_empty()
+        self.len() == 0
     }
 
-    /// Every entry, for `trace` and the status socket.
-    pub fn entries(&self) -> impl Iterator<Item = (&String, &IpAddr, &Target)> {
-        self.by_ip.iter().map(|((n, ip), t)| (n, ip, t))
+    /// Add a port's addresses (the reconcile loop builds the index from the
+    /// Southbound; benchmarks and tests build one directly).
+    pub fn insert(&mut self, network: &str, mac: [u8; 6], ips: &[IpAddr], target: Target) {
+        let target = Arc::new(target);
+        let entry = self.networks.entry(network.to_string()).or_default();
+        entry.by_mac.insert(mac, target.clone());
+        for ip in ips {
+            entry.by_ip.insert(*ip, target.clone());
+        }
+    }
+
+    /// Every target, for precomputing signatures.
+    pub fn targets(&self) -> impl Iterator<Item = &Arc<Target>> {
+        self.networks
+            .values()
+            .flat_map(|n| n.by_ip.values().chain(n.by_mac.values()))
     }
 }
 
@@ -312,18 +333,13 @@ pub fn read(replica: &Replica, chassis_name: &str, warned: &mut HashSet<String>)
         let mut local_ipv4 = Vec::new();
         let mut any_ipv6 = false;
         for ((mac, ips), target) in ports {
-            view.index
-                .by_mac
-                .insert((network_id.clone(), mac), target.clone());
-            for ip in ips {
+            for ip in &ips {
                 match ip {
-                    IpAddr::V4(v4) => local_ipv4.push(v4),
+                    IpAddr::V4(v4) => local_ipv4.push(*v4),
                     IpAddr::V6(_) => any_ipv6 = true,
                 }
-                view.index
-                    .by_ip
-                    .insert((network_id.clone(), ip), target.clone());
             }
+            view.index.insert(&network_id, mac, &ips, target);
         }
         if let Some(metadata) = metadata_ports.remove(&datapath) {
             if !local_ipv4.is_empty() || any_ipv6 {

@@ -21,6 +21,9 @@ pub enum BenchCommand {
     /// Config-drive images (64 KiB user data, 100 injected files) vs
     /// genisoimage / mkfs.vfat + mcopy, the tools Nova runs.
     Configdrive(ConfigDriveBenchArgs),
+    /// The agent: proxy overhead, bind-to-answer time, memory per network,
+    /// and a boot storm, each against a baseline (needs root and OVN's packages).
+    Agent(crate::bench_agent::AgentBenchArgs),
 }
 
 #[derive(Args)]
@@ -47,6 +50,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Api(args) => api(args).await,
         BenchCommand::Configdrive(args) => configdrive(args),
+        BenchCommand::Agent(args) => crate::bench_agent::run(args).await,
     }
 }
 

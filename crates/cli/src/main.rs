@@ -4,6 +4,7 @@
 
 mod agent;
 mod bench;
+mod bench_agent;
 mod config;
 mod configdrive;
 mod instance;

@@ -427,6 +427,26 @@ impl OvsdbServer {
         );
     }
 
+    /// A transaction through `ovsdb-client` (OVS's own client, independent
+    /// of meta169's): `ops` is the operations array; returns the results.
+    pub fn transact(&self, db: &str, ops: &serde_json::Value) -> serde_json::Value {
+        let mut params = vec![serde_json::json!(db)];
+        params.extend(ops.as_array().cloned().unwrap_or_default());
+        let out = run(Command::new("ovsdb-client")
+            .arg("transact")
+            .arg(self.remote())
+            .arg(serde_json::Value::Array(params).to_string()));
+        let results: serde_json::Value =
+            serde_json::from_str(&out).expect("ovsdb-client prints JSON");
+        if let Some(failed) = results.as_array().and_then(|r| {
+            r.iter()
+                .find(|x| x.get("error").is_some_and(|e| !e.is_null()))
+        }) {
+            panic!("transaction failed: {failed}");
+        }
+        results
+    }
+
     /// Freeze or thaw the server (SIGSTOP / SIGCONT): a server that hangs.
     pub fn freeze(&self, frozen: bool) {
         let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };

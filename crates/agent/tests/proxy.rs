@@ -1,0 +1,262 @@
+//! The guest-facing proxy over real sockets on loopback: forwarding with
+//! signed headers, and the statuses Neutron's agent gives when the
+//! metadata API is down, slow or answers oddly; the haproxy socket.
+
+mod common;
+
+use axum::routing::any;
+use common::{Api, SECRET};
+use meta169_agent::proxy::{handle_guest, handle_haproxy, ListenerState, Proxy};
+use meta169_agent::sb::{Index, Target};
+use meta169_agent::Upstream;
+use meta169_http::ServerLimits;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+const NET: &str = "net-proxy";
+
+fn proxy_to(url: &str, timeout: Duration) -> Arc<Proxy> {
+    let proxy = Proxy::new(&Upstream {
+        url: url.into(),
+        shared_secret: SECRET.to_vec(),
+        timeout,
+        insecure: false,
+        ca_cert: None,
+    })
+    .unwrap();
+    let mut index = Index::default();
+    let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+    index.insert(
+        NET,
+        [0xfa, 0x16, 0x3e, 0, 0, 1],
+        &[loopback],
+        Target {
+            instance_id: "inst-1".into(),
+            project_id: "proj-1".into(),
+        },
+    );
+    proxy.set_index(index);
+    Arc::new(proxy)
+}
+
+/// A listener for network NET on loopback, as in a namespace.
+async fn listener(proxy: Arc<Proxy>) -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let router = axum::Router::new()
+        .fallback(handle_guest)
+        .with_state(ListenerState {
+            proxy,
+            network_id: Arc::from(NET),
+        });
+    tokio::spawn(meta169_http::serve(
+        l,
+        router,
+        ServerLimits::default(),
+        std::future::pending(),
+    ));
+    url
+}
+
+/// An upstream that answers every request with `status` after `delay`.
+async fn fake_upstream(status: u16, delay: Duration) -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let app = axum::Router::new().fallback(any(move || async move {
+        tokio::time::sleep(delay).await;
+        (
+            http::StatusCode::from_u16(status).unwrap(),
+            "upstream says no",
+        )
+    }));
+    tokio::spawn(async move { axum::serve(l, app).await });
+    url
+}
+
+#[tokio::test]
+async fn forwards_with_signed_headers_and_relays_the_answer() {
+    let api = Api::start().await;
+    api.add("inst-1", "proj-1", "proxied").await;
+    let url = listener(proxy_to(&api.url, Duration::from_secs(5))).await;
+    let r = reqwest::get(format!("{url}/latest/meta-data/hostname"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "proxied.novalocal");
+    // A password POST goes through with its body.
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{url}/openstack/latest/password"))
+        .body("cGFzcw==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        client
+            .get(format!("{url}/openstack/latest/password"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "cGFzcw=="
+    );
+    // Upstream statuses in Neutron's set are relayed.
+    let r = reqwest::get(format!("{url}/latest/meta-data/nothing"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // An oversized body is refused before it reaches the API.
+    let r = client
+        .post(format!("{url}/openstack/latest/password"))
+        .body(vec![b'x'; 70_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn upstream_failures_get_neutrons_statuses() {
+    // Nothing listens: 503 with Neutron's message.
+    let closed = format!("http://127.0.0.1:{}", meta169_testkit::free_port());
+    let url = listener(proxy_to(&closed, Duration::from_secs(5))).await;
+    let r = reqwest::get(format!("{url}/openstack")).await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("The remote metadata server is temporarily unavailable."));
+
+    // A status Neutron's agent does not relay: 502, never the raw status.
+    let odd = fake_upstream(405, Duration::ZERO).await;
+    let url = listener(proxy_to(&odd, Duration::from_secs(5))).await;
+    assert_eq!(
+        reqwest::get(format!("{url}/openstack"))
+            .await
+            .unwrap()
+            .status(),
+        502
+    );
+
+    // 403 (secrets differ) is relayed.
+    let refused = fake_upstream(403, Duration::ZERO).await;
+    let url = listener(proxy_to(&refused, Duration::from_secs(5))).await;
+    assert_eq!(
+        reqwest::get(format!("{url}/openstack"))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+
+    // Too slow: 504 within the configured time, never a hang.
+    let slow = fake_upstream(200, Duration::from_secs(30)).await;
+    let url = listener(proxy_to(&slow, Duration::from_millis(500))).await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        reqwest::get(format!("{url}/openstack"))
+            .await
+            .unwrap()
+            .status(),
+        504
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn unknown_guests_get_404_with_a_body() {
+    let api = Api::start().await;
+    let proxy = proxy_to(&api.url, Duration::from_secs(5));
+    proxy.set_index(Index::default());
+    let url = listener(proxy).await;
+    let r = reqwest::get(format!("{url}/openstack")).await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains(&format!("Instance was not found on network {NET}.")));
+}
+
+#[tokio::test]
+async fn haproxy_socket_takes_network_and_address_from_headers() {
+    let api = Api::start().await;
+    api.add("inst-1", "proj-1", "via-haproxy").await;
+    let proxy = proxy_to(&api.url, Duration::from_secs(5));
+    let dir = meta169_testkit::temp_dir();
+    let path = dir.path().join("metadata_proxy");
+    let unix = tokio::net::UnixListener::bind(&path).unwrap();
+    let router = axum::Router::new()
+        .fallback(handle_haproxy)
+        .with_state(proxy);
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = unix.accept().await.unwrap();
+            let router = router.clone();
+            tokio::spawn(async move {
+                meta169_http::serve_connection(
+                    hyper_util::rt::TokioIo::new(stream),
+                    "[::]:0".parse().unwrap(),
+                    router,
+                    &ServerLimits::default(),
+                )
+                .await;
+            });
+        }
+    });
+    let ask = |headers: Vec<(&'static str, &'static str)>| {
+        let path = path.clone();
+        async move {
+            let stream = tokio::net::UnixStream::connect(&path).await.unwrap();
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            let mut request =
+                http::Request::get("/latest/meta-data/hostname").header("host", "169.254.169.254");
+            for (k, v) in headers {
+                request = request.header(k, v);
+            }
+            let response = sender
+                .send_request(
+                    request
+                        .body(http_body_util::Empty::<bytes::Bytes>::new())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let body = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    // haproxy adds its X-Forwarded-For after any the guest sent: the last one counts.
+    assert_eq!(
+        ask(vec![
+            ("X-OVN-Network-ID", NET),
+            ("X-Forwarded-For", "10.9.9.9"),
+            ("X-Forwarded-For", "127.0.0.1")
+        ])
+        .await,
+        (200, "via-haproxy.novalocal".to_string())
+    );
+    assert_eq!(ask(vec![("X-Forwarded-For", "127.0.0.1")]).await.0, 400);
+    assert_eq!(
+        ask(vec![
+            ("X-OVN-Network-ID", "other"),
+            ("X-Forwarded-For", "127.0.0.1")
+        ])
+        .await
+        .0,
+        404
+    );
+}
