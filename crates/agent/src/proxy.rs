@@ -274,12 +274,14 @@ impl ConnectionPool {
         ),
         String,
     > {
-        while !fresh {
-            let candidate = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-            match candidate {
-                Some(sender) if sender.is_ready() => return Ok((sender, true)),
-                Some(_) => continue, // closed by the server; try the next
-                None => break,
+        if !fresh {
+            loop {
+                let candidate = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+                match candidate {
+                    Some(sender) if sender.is_ready() => return Ok((sender, true)),
+                    Some(_) => continue, // closed by the server; try the next
+                    None => break,
+                }
             }
         }
         let stream = tokio::time::timeout(
