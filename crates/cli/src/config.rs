@@ -239,6 +239,10 @@ mod tests {
         let text = include_str!("../../../docs/meta169.example.toml");
         let config: ConfigFile = toml::from_str(text).unwrap();
         assert_eq!(config.serve.listen, "0.0.0.0:8775");
+        assert!(
+            config.agent.ovn_sb.is_none(),
+            "agent keys are commented examples"
+        );
     }
 
     #[test]
