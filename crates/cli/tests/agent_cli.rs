@@ -4,10 +4,8 @@
 
 mod common;
 
-use common::{run_ok, start_serve, BIN};
-use meta169_testkit::{
-    free_port, temp_dir, wait_until, Netns, OvsdbServer, Process, OVN_SB_SCHEMA,
-};
+use common::BIN;
+use meta169_testkit::{temp_dir, wait_until, Netns, OvsdbServer, Process, OVN_SB_SCHEMA};
 use serde_json::json;
 use std::process::Command;
 use std::time::Duration;
@@ -48,41 +46,15 @@ fn agent_process_serves_and_trace_explains() {
     // The API with the example instance, signed mode.
     let secret = dir.path().join("secret");
     std::fs::write(&secret, "cli-secret\n").unwrap();
-    let config = dir.path().join("meta169.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let (store, _) = common::example_store(dir.path());
+    let (_api, listen) = common::serve_on_loopback(
+        "serve",
+        dir.path(),
+        &format!(
             "[serve.identity]\nshared_secret_file = \"{}\"\n",
             secret.display()
         ),
-    )
-    .unwrap();
-    let store = format!("sqlite://{}/store.db", dir.path().display());
-    let record = dir.path().join("instance.json");
-    std::fs::write(&record, run_ok(&["instance", "example"])).unwrap();
-    run_ok(&[
-        "instance",
-        "--store",
         &store,
-        "add",
-        record.to_str().unwrap(),
-    ]);
-    let listen = format!("127.0.0.1:{}", free_port());
-    let admin = format!("127.0.0.1:{}", free_port());
-    let _api = start_serve(
-        "serve",
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--store",
-            &store,
-            "--listen",
-            &listen,
-            "--admin-listen",
-            &admin,
-        ],
-        None,
-        dir.path(),
     );
 
     let bridge = format!("m169cb{tag}");

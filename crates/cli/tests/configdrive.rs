@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::{run_ok, start_serve};
-use meta169_testkit::{blkid, extract_iso, extract_vfat, free_port, read_tree, temp_dir};
+use common::run_ok;
+use meta169_testkit::{blkid, extract_iso, extract_vfat, read_tree, temp_dir};
 use serde_json::Value;
 
 async fn api_get(base: &str, path: &str) -> (u16, Vec<u8>) {
@@ -15,35 +15,10 @@ async fn api_get(base: &str, path: &str) -> (u16, Vec<u8>) {
 #[tokio::test]
 async fn the_drive_holds_what_the_api_serves() {
     let dir = temp_dir();
-    let store = format!("sqlite://{}/store.db", dir.path().display());
-    let record = dir.path().join("instance.json");
-    std::fs::write(&record, run_ok(&["instance", "example"])).unwrap();
-    run_ok(&[
-        "instance",
-        "--store",
-        &store,
-        "add",
-        record.to_str().unwrap(),
-    ]);
-    let config = dir.path().join("meta169.toml");
-    std::fs::write(&config, "[serve.identity]\nby_source = true\n").unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let admin = format!("127.0.0.1:{}", free_port());
-    let _server = start_serve(
-        "serve",
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--store",
-            &store,
-            "--listen",
-            &listen,
-            "--admin-listen",
-            &admin,
-        ],
-        None,
-        dir.path(),
-    );
+    let (store, record) = common::example_store(dir.path());
+    let config_text = "[serve.identity]\nby_source = true\n";
+    let (_server, listen) = common::serve_on_loopback("serve", dir.path(), config_text, &store);
+    let config = dir.path().join("serve.toml");
     let base = format!("http://{listen}");
     let uuid = meta169_tree::example_instance().uuid;
 

@@ -114,16 +114,7 @@ fn instance_commands_round_trip_a_record() {
 #[tokio::test]
 async fn a_password_acknowledged_with_200_survives_a_crash() {
     let dir = temp_dir();
-    let store = format!("sqlite://{}/store.db", dir.path().display());
-    let example = dir.path().join("instance.json");
-    std::fs::write(&example, run_ok(&["instance", "example"])).unwrap();
-    run_ok(&[
-        "instance",
-        "--store",
-        &store,
-        "add",
-        example.to_str().unwrap(),
-    ]);
+    let (store, _) = common::example_store(dir.path());
     let config = dir.path().join("meta169.toml");
     std::fs::write(&config, "[serve.identity]\nby_source = true\n").unwrap();
     let listen = format!("127.0.0.1:{}", free_port());
@@ -173,41 +164,15 @@ async fn signatures_computed_by_python_hmac_are_accepted() {
     let dir = temp_dir();
     let secret_file = dir.path().join("secret");
     std::fs::write(&secret_file, "s3cret-shared\n").unwrap();
-    let config = dir.path().join("meta169.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let (store, _) = common::example_store(dir.path());
+    let (_server, listen) = common::serve_on_loopback(
+        "signed",
+        dir.path(),
+        &format!(
             "[serve.identity]\nsigned = true\nshared_secret_file = \"{}\"\n",
             secret_file.display()
         ),
-    )
-    .unwrap();
-    let store = format!("sqlite://{}/store.db", dir.path().display());
-    let example = dir.path().join("instance.json");
-    std::fs::write(&example, run_ok(&["instance", "example"])).unwrap();
-    run_ok(&[
-        "instance",
-        "--store",
         &store,
-        "add",
-        example.to_str().unwrap(),
-    ]);
-    let listen = format!("127.0.0.1:{}", free_port());
-    let admin = format!("127.0.0.1:{}", free_port());
-    let _server = start_serve(
-        "signed",
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--store",
-            &store,
-            "--listen",
-            &listen,
-            "--admin-listen",
-            &admin,
-        ],
-        None,
-        dir.path(),
     );
     let instance = meta169_tree::example_instance();
     let signature = python(

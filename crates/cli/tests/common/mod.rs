@@ -56,3 +56,39 @@ pub fn start_serve(name: &str, args: &[&str], netns: Option<&Netns>, dir: &Path)
     );
     process
 }
+
+/// A store file in `dir` holding the example record; returns the store URL
+/// and the record file.
+pub fn example_store(dir: &Path) -> (String, PathBuf) {
+    let store = format!("sqlite://{}/store.db", dir.display());
+    let record = dir.join("instance.json");
+    std::fs::write(&record, run_ok(&["instance", "example"])).expect("write record");
+    run_ok(&[
+        "instance",
+        "--store",
+        &store,
+        "add",
+        &record.to_string_lossy(),
+    ]);
+    (store, record)
+}
+
+/// `meta169 serve` on loopback ports with `config` (TOML text) and `store`;
+/// returns the process and the API's address.
+pub fn serve_on_loopback(name: &str, dir: &Path, config: &str, store: &str) -> (Process, String) {
+    let config_file = dir.join(format!("{name}.toml"));
+    std::fs::write(&config_file, config).expect("write config");
+    let listen = format!("127.0.0.1:{}", meta169_testkit::free_port());
+    let admin = format!("127.0.0.1:{}", meta169_testkit::free_port());
+    let args = [
+        "--config",
+        &config_file.to_string_lossy(),
+        "--store",
+        store,
+        "--listen",
+        &listen,
+        "--admin-listen",
+        &admin,
+    ];
+    (start_serve(name, &args, None, dir), listen)
+}
