@@ -73,7 +73,7 @@ async fn linux_bridge_agent_serves_plumbs_and_cleans_up() {
         "vm-port-1",
         &dp,
         "fa:16:3e:00:00:05",
-        "10.0.0.5",
+        "10.0.0.5 fd00::5",
         &vm_uuid,
         "proj-1",
         Some(&me),
@@ -159,6 +159,26 @@ async fn linux_bridge_agent_serves_plumbs_and_cleans_up() {
     .await;
     let md: Value = serde_json::from_str(&spoofed.1).unwrap();
     assert_eq!(md["uuid"], vm_uuid, "a guest cannot choose its identity");
+
+    // IPv6: the guest asks fe80::a9fe:a9fe from its EUI-64 link-local
+    // address and is known by the MAC inside it.
+    let mut answer6 = (0, String::new());
+    for _ in 0..30 {
+        answer6 = blocking({
+            let vm = vm.clone();
+            move || vm.get6("/latest/meta-data/hostname")
+        })
+        .await;
+        if answer6.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        answer6,
+        (200, "vm-one.novalocal".to_string()),
+        "IPv6 link-local guest"
+    );
 
     // An address with no port on this network: Neutron's 404.
     let stranger = std::sync::Arc::new(stranger);

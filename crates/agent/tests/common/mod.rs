@@ -117,7 +117,7 @@ impl Sb {
     ) {
         let mut row = json!({"logical_port": name, "type": "", "datapath": ["uuid", datapath], "tunnel_key": key,
             "mac": ["set", [format!("{mac} {ip}")]],
-            "external_ids": ["map", [["neutron:device_id", instance], ["neutron:project_id", project], ["neutron:cidrs", format!("{ip}/24")]]]});
+            "external_ids": ["map", [["neutron:device_id", instance], ["neutron:project_id", project], ["neutron:cidrs", cidrs(ip)]]]});
         if let Some(c) = chassis {
             row["chassis"] = json!(["uuid", c]);
         }
@@ -146,6 +146,21 @@ impl Sb {
             .map(|p| (p[0].as_str().unwrap().to_string(), p[1].clone()))
             .collect()
     }
+}
+
+/// `neutron:cidrs` of space-separated addresses: /24 for IPv4, /64 for IPv6.
+fn cidrs(addresses: &str) -> String {
+    addresses
+        .split_whitespace()
+        .map(|a| {
+            if a.contains(':') {
+                format!("{a}/64")
+            } else {
+                format!("{a}/24")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A metadata API in signed mode, in-process on loopback.
@@ -206,6 +221,7 @@ pub fn signature(instance: &str) -> String {
 pub struct Vm {
     pub ns: Netns,
     pub host_if: String,
+    pub guest_if: String,
 }
 
 impl Vm {
@@ -233,7 +249,11 @@ impl Vm {
         ns.ip(&["link", "set", &guest_if, "up"]);
         ns.ip(&["route", "add", "169.254.169.254/32", "via", metadata_ip]);
         run(&["link", "set", &host_if, "up"]);
-        Vm { ns, host_if }
+        Vm {
+            ns,
+            host_if,
+            guest_if,
+        }
     }
 
     /// GET a URL from inside the VM with Python's urllib: (status, body).
@@ -241,6 +261,29 @@ impl Vm {
         let script = format!(
             "import json,sys,urllib.request,urllib.error\nreq=urllib.request.Request({url:?}, headers={headers})\ntry:\n r=urllib.request.urlopen(req, timeout=10); print(json.dumps([r.status, r.read().decode()]))\nexcept urllib.error.HTTPError as e:\n print(json.dumps([e.code, e.read().decode()]))\nexcept Exception as e:\n print(json.dumps([0, repr(e)]))\n",
             headers = serde_json::to_string(&headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<std::collections::HashMap<_, _>>()).unwrap()
+        );
+        let out = self
+            .ns
+            .command("python3")
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| json!([0, String::from_utf8_lossy(&out.stderr)]));
+        (
+            v[0].as_u64().unwrap_or(0) as u16,
+            v[1].as_str().unwrap_or_default().to_string(),
+        )
+    }
+}
+
+impl Vm {
+    /// GET over IPv6 from the VM's own EUI-64 link-local address to
+    /// fe80::a9fe:a9fe on its interface, as cloud-init's first URL does.
+    pub fn get6(&self, path: &str) -> (u16, String) {
+        let script = format!(
+            "import json,socket\ntry:\n s=socket.create_connection(('fe80::a9fe:a9fe%{iface}', 80), timeout=2)\n s.sendall(b'GET {path} HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n')\n d=b''\n while True:\n  c=s.recv(65536)\n  if not c: break\n  d+=c\n head,_,body=d.partition(b'\\r\\n\\r\\n')\n print(json.dumps([int(head.split()[1]), body.decode()]))\nexcept Exception as e:\n print(json.dumps([0, repr(e)]))\n",
+            iface = self.guest_if
         );
         let out = self
             .ns
