@@ -68,7 +68,11 @@ impl<K: std::hash::Hash + Eq + Clone, V: Clone> TtlMap<K, V> {
         }
     }
 
-    fn get(&self, key: &K) -> Option<V> {
+    fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
         let map = self.map.read().unwrap_or_else(|e| e.into_inner());
         map.get(key)
             .filter(|t| t.at.elapsed() < self.ttl)
@@ -90,7 +94,11 @@ impl<K: std::hash::Hash + Eq + Clone, V: Clone> TtlMap<K, V> {
         map.insert(key, Timed { value, at });
     }
 
-    fn remove(&self, key: &K) {
+    fn remove<Q>(&self, key: &Q)
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
         self.map
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -117,7 +125,7 @@ impl Caches {
     }
 
     pub fn instance(&self, uuid: &str) -> Option<Arc<LoadedInstance>> {
-        self.instances.get(&uuid.to_string())
+        self.instances.get(uuid)
     }
 
     pub fn put_instance(&self, loaded: Arc<LoadedInstance>) {
@@ -137,7 +145,7 @@ impl Caches {
     /// Forget an instance after this process changed it; address mappings
     /// may have moved too, so they all go.
     pub fn invalidate(&self, uuid: &str) {
-        self.instances.remove(&uuid.to_string());
+        self.instances.remove(uuid);
         self.addresses.clear();
     }
 }

@@ -8,17 +8,8 @@ helpers, then prints one JSON document. Needs Debian's cloud-init.
 import json
 import sys
 
+from plain import plain
 from cloudinit.sources.helpers import ec2, openstack
-
-
-def plain(value):
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    return value
 
 
 base = sys.argv[1]

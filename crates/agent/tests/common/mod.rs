@@ -262,10 +262,17 @@ impl Vm {
             "import json,sys,urllib.request,urllib.error\nreq=urllib.request.Request({url:?}, headers={headers})\ntry:\n r=urllib.request.urlopen(req, timeout=10); print(json.dumps([r.status, r.read().decode()]))\nexcept urllib.error.HTTPError as e:\n print(json.dumps([e.code, e.read().decode()]))\nexcept Exception as e:\n print(json.dumps([0, repr(e)]))\n",
             headers = serde_json::to_string(&headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<std::collections::HashMap<_, _>>()).unwrap()
         );
+        self.status_script(&script)
+    }
+}
+
+impl Vm {
+    /// Run a Python script in the VM that prints `[status, body]`.
+    fn status_script(&self, script: &str) -> (u16, String) {
         let out = self
             .ns
             .command("python3")
-            .args(["-c", &script])
+            .args(["-c", script])
             .output()
             .unwrap();
         let v: Value = serde_json::from_slice(&out.stdout)
@@ -275,9 +282,7 @@ impl Vm {
             v[1].as_str().unwrap_or_default().to_string(),
         )
     }
-}
 
-impl Vm {
     /// GET over IPv6 from the VM's own EUI-64 link-local address to
     /// fe80::a9fe:a9fe on its interface, as cloud-init's first URL does.
     pub fn get6(&self, path: &str) -> (u16, String) {
@@ -285,18 +290,7 @@ impl Vm {
             "import json,socket\ntry:\n s=socket.create_connection(('fe80::a9fe:a9fe%{iface}', 80), timeout=2)\n s.sendall(b'GET {path} HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n')\n d=b''\n while True:\n  c=s.recv(65536)\n  if not c: break\n  d+=c\n head,_,body=d.partition(b'\\r\\n\\r\\n')\n print(json.dumps([int(head.split()[1]), body.decode()]))\nexcept Exception as e:\n print(json.dumps([0, repr(e)]))\n",
             iface = self.guest_if
         );
-        let out = self
-            .ns
-            .command("python3")
-            .args(["-c", &script])
-            .output()
-            .unwrap();
-        let v: Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|_| json!([0, String::from_utf8_lossy(&out.stderr)]));
-        (
-            v[0].as_u64().unwrap_or(0) as u16,
-            v[1].as_str().unwrap_or_default().to_string(),
-        )
+        self.status_script(&script)
     }
 }
 
