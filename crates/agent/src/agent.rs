@@ -384,6 +384,16 @@ impl Agent {
         retry
     }
 
+    /// Is the integration bridge on OVS's userspace (netdev) datapath?
+    fn userspace_datapath(&self) -> bool {
+        match (&self.settings.bridge, &self.ovs) {
+            (BridgeMode::Ovs(_), Some(monitor)) => {
+                ovs::datapath_type(&monitor.replica(), &self.bridge).as_deref() == Some("netdev")
+            }
+            _ => false,
+        }
+    }
+
     /// With OVS, an outer port someone removed is put back.
     fn is_plugged(&self, p: &Provisioned) -> bool {
         match (&self.settings.bridge, &self.ovs) {
@@ -539,6 +549,17 @@ impl Agent {
             .configure(outer_link.index, None, mtu)
             .await
             .map_err(AgentError::Netlink)?;
+
+        if self.userspace_datapath() {
+            let name = inner.clone();
+            tokio::task::spawn_blocking({
+                let ns = ns.clone();
+                move || netns::run_in(&ns, move || crate::net::disable_tx_checksum(&name))
+            })
+            .await
+            .map_err(|e| AgentError::Netlink(std::io::Error::other(e.to_string())))?
+            .map_err(AgentError::Netlink)?;
+        }
 
         let wanted = spec.addresses(self.settings.ipv6);
         let current = inside

@@ -216,3 +216,56 @@ impl Net {
         Ok(())
     }
 }
+
+/// Turn off transmit checksum offload on `name` in the calling thread's
+/// namespace (what `ethtool -K NAME tx off` does). Needed where the
+/// integration bridge uses the userspace (netdev) datapath, which does not
+/// fill in checksums the kernel left to the device; Neutron adds an
+/// iptables CHECKSUM rule for the same reason.
+pub fn disable_tx_checksum(name: &str) -> io::Result<()> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_STXCSUM: u32 = 0x0000_0017;
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    #[repr(C)]
+    struct IfReq {
+        name: [libc::c_char; libc::IFNAMSIZ],
+        data: *mut EthtoolValue,
+        _pad: [u8; 16],
+    }
+    if name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::other(format!(
+            "interface name {name} is too long"
+        )));
+    }
+    let mut value = EthtoolValue {
+        cmd: ETHTOOL_STXCSUM,
+        data: 0,
+    };
+    let mut request = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        data: &mut value,
+        _pad: [0; 16],
+    };
+    for (slot, byte) in request.name.iter_mut().zip(name.bytes()) {
+        *slot = byte as libc::c_char;
+    }
+    // SAFETY: a datagram socket for the ioctl, closed below; the request
+    // points at live, correctly laid out structures for SIOCETHTOOL.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let result = libc::ioctl(fd, SIOCETHTOOL as _, &mut request as *mut IfReq);
+        let error = io::Error::last_os_error();
+        libc::close(fd);
+        if result < 0 {
+            return Err(error);
+        }
+    }
+    Ok(())
+}

@@ -47,6 +47,14 @@ pub fn integration_bridge(replica: &Replica) -> String {
         .unwrap_or_else(|| "br-int".into())
 }
 
+/// `datapath_type` of a bridge (`netdev` for the userspace datapath).
+pub fn datapath_type(replica: &Replica, bridge_name: &str) -> Option<String> {
+    bridge(replica, bridge_name)
+        .and_then(|(_, r)| r.get("datapath_type"))
+        .and_then(|d| d.as_str())
+        .map(str::to_string)
+}
+
 fn bridge<'a>(replica: &'a Replica, name: &str) -> Option<(&'a String, &'a meta169_ovsdb::Row)> {
     replica
         .rows("Bridge")

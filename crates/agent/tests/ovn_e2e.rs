@@ -250,6 +250,22 @@ async fn cloud_init_reads_metadata_through_real_ovn() {
             "namespace missing"
         );
     }
+    // On the userspace datapath the inner end computes its own checksums.
+    let (_, inner) = meta169_agent::sb::veth_names(&net_a);
+    let features = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &format!("ovnmeta-{net_a}"),
+            "ethtool",
+            "-k",
+            &inner,
+        ])
+        .output()
+        .unwrap();
+    let features = String::from_utf8_lossy(&features.stdout);
+    assert!(features.contains("tx-checksumming: off"), "{features}");
+
     // The agent's veth is an OVS port bound by ovn-controller to the metadata localport.
     let (outer, _) = meta169_agent::sb::veth_names(&net_a);
     let iface_id = stack.vsctl(&["get", "Interface", &outer, "external_ids:iface-id"]);

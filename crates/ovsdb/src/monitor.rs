@@ -439,3 +439,83 @@ async fn session(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema() -> Schema {
+        Schema::from_json(
+            &json!({"name": "T", "tables": {"Port_Binding": {"columns": {
+                "chassis": {"type": {"key": {"type": "uuid"}, "min": 0, "max": 1}},
+                "logical_port": {"type": "string"}
+            }}}}),
+        )
+    }
+
+    #[test]
+    fn plain_monitor_updates_replace_rows() {
+        // The `monitor` (v1) form, used where the server lacks monitor_cond.
+        let mut replica = Replica::default();
+        let s = schema();
+        apply(
+            &mut replica,
+            &s,
+            &json!({"Port_Binding": {"u1": {"new": {"logical_port": "a", "chassis": ["uuid", "c1"]}}}}),
+            false,
+        );
+        assert_eq!(
+            replica.row("Port_Binding", "u1").unwrap()["chassis"].uuids(),
+            vec!["c1"]
+        );
+        apply(
+            &mut replica,
+            &s,
+            &json!({"Port_Binding": {"u1": {"old": {"chassis": ["uuid", "c1"]}, "new": {"logical_port": "a", "chassis": ["set", []]}}}}),
+            false,
+        );
+        assert!(replica.row("Port_Binding", "u1").unwrap()["chassis"]
+            .uuids()
+            .is_empty());
+        apply(
+            &mut replica,
+            &s,
+            &json!({"Port_Binding": {"u1": {"old": {"logical_port": "a"}}}}),
+            false,
+        );
+        assert!(replica.row("Port_Binding", "u1").is_none());
+    }
+
+    #[test]
+    fn update2_modify_and_delete() {
+        let mut replica = Replica::default();
+        let s = schema();
+        apply(
+            &mut replica,
+            &s,
+            &json!({"Port_Binding": {"u1": {"initial": {"logical_port": "a"}}}}),
+            true,
+        );
+        apply(
+            &mut replica,
+            &s,
+            &json!({"Port_Binding": {"u1": {"modify": {"chassis": ["uuid", "c2"]}}}}),
+            true,
+        );
+        assert_eq!(
+            replica.row("Port_Binding", "u1").unwrap()["chassis"].uuids(),
+            vec!["c2"]
+        );
+        assert_eq!(
+            replica.row("Port_Binding", "u1").unwrap()["logical_port"].as_str(),
+            Some("a")
+        );
+        apply(
+            &mut replica,
+            &s,
+            &json!({"Port_Binding": {"u1": {"delete": null}}}),
+            true,
+        );
+        assert_eq!(replica.len("Port_Binding"), 0);
+    }
+}
