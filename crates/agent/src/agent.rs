@@ -31,6 +31,8 @@ pub enum BridgeMode {
 #[derive(Clone, Debug)]
 pub struct AgentSettings {
     pub sb: Remote,
+    /// Further members of a clustered Southbound, tried in turn.
+    pub sb_more: Vec<Remote>,
     pub ovs: Remote,
     /// This chassis' name; `None`: `system-id` from the Open_vSwitch database.
     pub chassis: Option<String>,
@@ -53,6 +55,7 @@ impl AgentSettings {
     pub fn new(sb: Remote, ovs: Remote, upstream: Upstream) -> Self {
         AgentSettings {
             sb,
+            sb_more: Vec::new(),
             ovs,
             chassis: None,
             bridge: BridgeMode::Ovs(None),
@@ -118,9 +121,9 @@ impl Drop for Agent {
 const SB_DB: &str = "OVN_Southbound";
 const WAIT: Duration = Duration::from_secs(30);
 
-fn sb_monitor(remote: Remote, chassis: &str) -> Monitor {
-    Monitor::start(
-        remote,
+fn sb_monitor(remotes: Vec<Remote>, chassis: &str) -> Monitor {
+    Monitor::start_any(
+        remotes,
         MonitorOptions::new(
             SB_DB,
             vec![
@@ -198,7 +201,10 @@ impl Agent {
             Proxy::new(&settings.upstream)
                 .map_err(|e| AgentError::Config(format!("upstream client: {e}")))?,
         );
-        let sb = sb_monitor(settings.sb.clone(), &chassis);
+        let remotes = std::iter::once(settings.sb.clone())
+            .chain(settings.sb_more.iter().cloned())
+            .collect();
+        let sb = sb_monitor(remotes, &chassis);
         sb.ready(WAIT).await.map_err(|e| AgentError::Database {
             what: format!("the OVN Southbound database at {}", settings.sb),
             reason: e.to_string(),

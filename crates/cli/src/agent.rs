@@ -115,15 +115,7 @@ pub fn read_neutron_ini(path: &Path) -> Result<NeutronIni> {
         None
     };
     let state_path = default("state_path").unwrap_or_else(|| "/var/lib/neutron".into());
-    let sb = get(Some("ovn"), "ovn_sb_connection").map(|s| {
-        let first = s.split(',').next().unwrap_or("").trim().to_string();
-        if s.contains(',') {
-            tracing::warn!(
-                "ovn_sb_connection lists several remotes; meta169 uses the first, {first}"
-            );
-        }
-        first
-    });
+    let sb = get(Some("ovn"), "ovn_sb_connection");
     Ok(NeutronIni {
         upstream,
         insecure: default("nova_metadata_insecure").map(|v| v.eq_ignore_ascii_case("true")),
@@ -166,7 +158,15 @@ pub fn settings(args: &AgentArgs) -> Result<AgentSettings> {
             .or(neutron.tls.certificate.clone()),
         ca_cert: toml.ovn_sb_ca_cert.clone().or(neutron.tls.ca_cert.clone()),
     };
-    let sb: Remote = sb_text.parse::<Remote>()?.with_tls(tls);
+    // A clustered Southbound is a comma-separated list, as in Neutron's ini.
+    let mut sb_remotes = Vec::new();
+    for text in sb_text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        sb_remotes.push(text.parse::<Remote>()?.with_tls(tls.clone()));
+    }
+    if sb_remotes.is_empty() {
+        bail!("no OVN Southbound remote given");
+    }
+    let sb = sb_remotes.remove(0);
     let ovs: Remote = args
         .ovs_db
         .clone()
@@ -210,6 +210,7 @@ pub fn settings(args: &AgentArgs) -> Result<AgentSettings> {
         ca_cert: toml.upstream_ca_cert.clone().or(neutron.ca_cert.clone()),
     };
     let mut s = AgentSettings::new(sb, ovs, upstream);
+    s.sb_more = sb_remotes;
     s.chassis = args.chassis.clone().or(toml.chassis.clone());
     s.bridge = bridge;
     s.haproxy_socket = args
@@ -266,7 +267,10 @@ mod tests {
         assert_eq!(ini.upstream.as_deref(), Some("https://10.1.2.3:8775"));
         assert_eq!(ini.shared_secret.as_deref(), Some("s3cret"));
         assert_eq!(ini.insecure, Some(true));
-        assert_eq!(ini.ovn_sb.as_deref(), Some("ssl:10.0.0.1:6642"));
+        assert_eq!(
+            ini.ovn_sb.as_deref(),
+            Some("ssl:10.0.0.1:6642,ssl:10.0.0.2:6642")
+        );
         assert_eq!(
             ini.haproxy_socket,
             Some(PathBuf::from("/var/lib/neutron/metadata_proxy"))
@@ -291,6 +295,15 @@ mod tests {
             "tcp:127.0.0.1:16642",
             "flags win over the ini"
         );
+        assert!(s.sb_more.is_empty());
+        let from_ini = settings(&AgentArgs {
+            ovn_sb: None,
+            ..args.clone()
+        })
+        .unwrap();
+        assert_eq!(from_ini.sb.to_string(), "ssl:10.0.0.1:6642");
+        let more: Vec<String> = from_ini.sb_more.iter().map(|r| r.to_string()).collect();
+        assert_eq!(more, ["ssl:10.0.0.2:6642"]);
         assert_eq!(s.upstream.url, "https://10.1.2.3:8775");
         assert_eq!(s.upstream.shared_secret, b"s3cret");
         assert_eq!(s.bridge, BridgeMode::Linux("br-meta".into()));

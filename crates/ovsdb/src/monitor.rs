@@ -136,6 +136,13 @@ const MONITOR_ID: &str = "meta169";
 impl Monitor {
     /// Start monitoring; returns at once, the first snapshot follows.
     pub fn start(remote: Remote, options: MonitorOptions) -> Monitor {
+        Self::start_any(vec![remote], options)
+    }
+
+    /// Like [`Monitor::start`] with several remotes (the members of a
+    /// clustered database, as `ovn_sb_connection` lists them): a failed or
+    /// lost connection moves on to the next one.
+    pub fn start_any(remotes: Vec<Remote>, options: MonitorOptions) -> Monitor {
         let (replica_tx, replica) = watch::channel(Arc::new(Replica::default()));
         let (state_tx, state) = watch::channel(ConnectionState::Connecting);
         let (changes, changes_rx) = mpsc::unbounded_channel();
@@ -151,7 +158,7 @@ impl Monitor {
         let db = options.db.clone();
         let request_timeout = options.request_timeout;
         let task = tokio::spawn(run(
-            remote,
+            remotes,
             options,
             shared.clone(),
             replica_tx,
@@ -294,7 +301,7 @@ fn apply(replica: &mut Replica, schema: &Schema, updates: &Value, version2: bool
 }
 
 async fn run(
-    remote: Remote,
+    remotes: Vec<Remote>,
     options: MonitorOptions,
     shared: Arc<Shared>,
     replica_tx: watch::Sender<Arc<Replica>>,
@@ -303,7 +310,13 @@ async fn run(
 ) {
     let mut backoff = Duration::from_millis(100);
     let mut snapshots = 0u64;
+    let mut next = 0usize;
     loop {
+        let Some(remote) = remotes.get(next % remotes.len().max(1)).cloned() else {
+            let _ = state_tx.send(ConnectionState::Disconnected("no remote configured".into()));
+            return;
+        };
+        next += 1;
         let _ = state_tx.send(ConnectionState::Connecting);
         let result = session(
             &remote,
@@ -517,5 +530,22 @@ mod tests {
             true,
         );
         assert_eq!(replica.len("Port_Binding"), 0);
+    }
+}
+
+#[cfg(test)]
+mod remote_list_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_empty_remote_list_reports_instead_of_spinning() {
+        let monitor = Monitor::start_any(Vec::new(), MonitorOptions::new("X", Vec::new()));
+        let mut state = monitor.state();
+        let reached = tokio::time::timeout(
+            Duration::from_secs(5),
+            state.wait_for(|s| matches!(s, ConnectionState::Disconnected(_))),
+        )
+        .await;
+        assert!(reached.is_ok());
     }
 }

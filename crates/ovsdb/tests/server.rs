@@ -363,3 +363,17 @@ async fn ssl_remotes_work_with_ovs_style_certificates() {
     assert!(err.to_string().contains("cannot connect"), "{err}");
     drop(server);
 }
+
+#[tokio::test]
+async fn a_list_of_remotes_moves_on_to_one_that_answers() {
+    let dir = temp_dir();
+    let server = OvsdbServer::start("sb", OVN_SB_SCHEMA, dir.path());
+    let dead: Remote = format!("unix:{}/nothing-here.sock", dir.path().display())
+        .parse()
+        .unwrap();
+    let mut options = MonitorOptions::new("OVN_Southbound", vec![TableMonitor::all("Chassis")]);
+    options.max_backoff = Duration::from_millis(200);
+    let monitor = Monitor::start_any(vec![dead, server.remote().parse().unwrap()], options);
+    monitor.ready(T).await.unwrap();
+    assert_eq!(*monitor.state().borrow(), ConnectionState::Connected);
+}
