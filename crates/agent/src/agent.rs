@@ -81,6 +81,10 @@ pub struct Status {
 struct Provisioned {
     spec: NetworkSpec,
     listeners: Vec<JoinHandle<()>>,
+    /// The listeners' shape: IPv6 or not, and the inner veth's index the
+    /// IPv6 socket is scoped to.
+    v6: bool,
+    inner_index: u32,
 }
 
 impl Drop for Provisioned {
@@ -349,7 +353,10 @@ impl Agent {
             if self
                 .provisioned
                 .get(network)
-                .is_some_and(|p| &p.spec == spec && self.is_plugged(p))
+                // Unchanged, still plugged, and nobody removed the namespace.
+                .is_some_and(|p| {
+                    &p.spec == spec && self.is_plugged(p) && netns::exists(&spec.namespace())
+                })
             {
                 continue;
             }
@@ -620,42 +627,40 @@ impl Agent {
         }
 
         let v6 = wanted.iter().any(|(ip, _)| ip.is_ipv6());
-        let keep = self.provisioned.get(&spec.network_id).is_some_and(|p| {
-            !p.listeners.is_empty()
-                && p.listeners.iter().all(|l| !l.is_finished())
-                && p.spec
-                    .addresses(self.settings.ipv6)
-                    .iter()
-                    .any(|(ip, _)| ip.is_ipv6())
-                    == v6
-        });
-        let listeners = if keep {
-            self.provisioned
-                .remove(&spec.network_id)
-                .map(|mut p| std::mem::take(&mut p.listeners))
-                .unwrap_or_default()
-        } else {
-            self.provisioned.remove(&spec.network_id);
-            let mut addrs = vec![SocketAddr::from((sb::METADATA_V4, 80))];
-            if v6 {
-                addrs.push(SocketAddr::V6(SocketAddrV6::new(
-                    sb::METADATA_V6,
-                    80,
-                    0,
-                    inner_link.index,
-                )));
+        let previous = self.provisioned.remove(&spec.network_id);
+        let listeners = match previous {
+            Some(mut p)
+                if p.v6 == v6
+                    && p.inner_index == inner_link.index
+                    && !p.listeners.is_empty()
+                    && p.listeners.iter().all(|l| !l.is_finished()) =>
+            {
+                std::mem::take(&mut p.listeners)
             }
-            let mut tasks = Vec::new();
-            for addr in addrs {
-                tasks.push(self.listen(&ns, addr, &spec.network_id).await?);
+            _ => {
+                let mut addrs = vec![SocketAddr::from((sb::METADATA_V4, 80))];
+                if v6 {
+                    addrs.push(SocketAddr::V6(SocketAddrV6::new(
+                        sb::METADATA_V6,
+                        80,
+                        0,
+                        inner_link.index,
+                    )));
+                }
+                let mut tasks = Vec::new();
+                for addr in addrs {
+                    tasks.push(self.listen(&ns, addr, &spec.network_id).await?);
+                }
+                tasks
             }
-            tasks
         };
         self.provisioned.insert(
             spec.network_id.clone(),
             Provisioned {
                 spec: spec.clone(),
                 listeners,
+                v6,
+                inner_index: inner_link.index,
             },
         );
         Ok(())

@@ -28,7 +28,7 @@ fn settings(sb: &OvsdbServer, api: &Api, bridge: &LinuxBridge) -> AgentSettings 
     s.chassis = Some(CHASSIS.into());
     s.bridge = BridgeMode::Linux(bridge.name.clone());
     s.sb_cfg_max_delay = Duration::ZERO;
-    s.resync_interval = Duration::from_secs(5);
+    s.resync_interval = Duration::from_secs(1);
     s
 }
 
@@ -275,6 +275,27 @@ async fn linux_bridge_agent_serves_plumbs_and_cleans_up() {
 
     // The metadata API down: 503, as Neutron's agent answers.
     // (Checked by pointing at a closed port in a second agent would double the setup; covered in proxy tests.)
+
+    // Someone deletes the namespace: the next resync puts it back.
+    meta169_agent::netns::delete(&ns).unwrap();
+    let mut back = (0, String::new());
+    for _ in 0..100 {
+        back = get(
+            vm.clone(),
+            "http://169.254.169.254/latest/meta-data/hostname",
+            vec![],
+        )
+        .await;
+        if back.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        back,
+        (200, "vm-one.novalocal".to_string()),
+        "namespace not restored"
+    );
 
     // Unbinding the last VM port of the network removes its namespace.
     let sb = Sb::connect(&sb_server.remote()).await;
