@@ -45,28 +45,30 @@ pub struct AgentArgs {
     /// An existing neutron_ovn_metadata_agent.ini to take settings from.
     #[arg(long)]
     pub neutron_config: Option<PathBuf>,
-    /// OVN Southbound remote (tcp:HOST:PORT, ssl:HOST:PORT, unix:PATH).
+    /// OVN Southbound remote(s), comma-separated for a cluster (tcp:HOST:PORT,
+    /// ssl:HOST:PORT, unix:PATH) [default: tcp:127.0.0.1:6642].
     #[arg(long)]
     pub ovn_sb: Option<String>,
-    /// Local Open_vSwitch database remote.
+    /// Local Open_vSwitch database remote [default: unix:/var/run/openvswitch/db.sock].
     #[arg(long)]
     pub ovs_db: Option<String>,
     /// This chassis' name [default: the Open_vSwitch system-id].
     #[arg(long)]
     pub chassis: Option<String>,
-    /// The metadata API to forward to (meta169 serve or Nova), http:// or https://.
+    /// The metadata API to forward to (meta169 serve or Nova), http:// or
+    /// https:// [default: http://127.0.0.1:8775].
     #[arg(long)]
     pub upstream: Option<String>,
     /// File holding metadata_proxy_shared_secret (never on the command line).
     #[arg(long)]
     pub shared_secret_file: Option<PathBuf>,
-    /// ovs:NAME, linux:NAME, or ovs (the chassis' ovn-bridge).
+    /// ovs:NAME, linux:NAME, or ovs (the chassis' ovn-bridge) [default: ovs].
     #[arg(long)]
     pub bridge: Option<String>,
     /// Also serve haproxy's X-OVN-Network-ID requests on this UNIX socket.
     #[arg(long)]
     pub haproxy_socket: Option<PathBuf>,
-    /// Status socket `meta169 trace` reads.
+    /// Status socket `meta169 trace` reads [default: /run/meta169/agent.sock].
     #[arg(long)]
     pub status_socket: Option<PathBuf>,
 }
