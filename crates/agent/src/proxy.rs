@@ -252,36 +252,35 @@ enum UpstreamClient {
 }
 
 /// Idle keep-alive connections to one upstream. A request takes one (or
-/// opens one), and gives it back once the answer is read.
+/// opens one), drives it in its own task (no hop to a connection task and
+/// back), and gives it back once the answer is read.
 struct ConnectionPool {
     authority: String,
-    idle:
-        std::sync::Mutex<Vec<hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>>>,
+    idle: std::sync::Mutex<Vec<UpstreamConnection>>,
+}
+
+type UpstreamSender = hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>;
+type UpstreamDriver = hyper::client::conn::http1::Connection<
+    hyper_util::rt::TokioIo<tokio::net::TcpStream>,
+    http_body_util::Full<Bytes>,
+>;
+
+/// One HTTP/1 connection: the handle requests go through and the state
+/// machine that must be polled for them to make progress.
+struct UpstreamConnection {
+    sender: UpstreamSender,
+    driver: UpstreamDriver,
 }
 
 /// Most idle upstream connections kept.
 const MAX_IDLE_UPSTREAM: usize = 256;
 
 impl ConnectionPool {
-    /// A ready connection, and whether it was reused from the pool.
-    async fn checkout(
-        &self,
-        fresh: bool,
-    ) -> Result<
-        (
-            hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>,
-            bool,
-        ),
-        String,
-    > {
+    /// A connection, and whether it was reused from the pool.
+    async fn checkout(&self, fresh: bool) -> Result<(UpstreamConnection, bool), String> {
         if !fresh {
-            loop {
-                let candidate = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-                match candidate {
-                    Some(sender) if sender.is_ready() => return Ok((sender, true)),
-                    Some(_) => continue, // closed by the server; try the next
-                    None => break,
-                }
+            if let Some(connection) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
+                return Ok((connection, true));
             }
         }
         let stream = tokio::time::timeout(
@@ -292,24 +291,55 @@ impl ConnectionPool {
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| e.to_string())?;
         let _ = stream.set_nodelay(true);
-        let (sender, connection) =
+        let (sender, driver) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
                 .await
                 .map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok((sender, false))
+        Ok((UpstreamConnection { sender, driver }, false))
     }
 
-    fn checkin(
-        &self,
-        sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>,
-    ) {
+    fn checkin(&self, connection: UpstreamConnection) {
         if let Ok(mut idle) = self.idle.lock() {
             if idle.len() < MAX_IDLE_UPSTREAM {
-                idle.push(sender);
+                idle.push(connection);
             }
+        }
+    }
+}
+
+impl UpstreamConnection {
+    /// Send one request and read the whole answer, polling the connection
+    /// alongside. A connection the server closed fails here.
+    async fn exchange(
+        &mut self,
+        request: http::Request<http_body_util::Full<Bytes>>,
+    ) -> Result<Answer, SendError> {
+        let UpstreamConnection { sender, driver } = self;
+        let work = async {
+            sender
+                .ready()
+                .await
+                .map_err(|e| SendError::Connect(e.to_string()))?;
+            let answer = sender
+                .send_request(request)
+                .await
+                .map_err(|e| SendError::Connect(e.to_string()))?;
+            let status = answer.status();
+            let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
+            let bytes = http_body_util::Limited::new(answer.into_body(), MAX_UPSTREAM_BODY_BYTES)
+                .collect()
+                .await
+                .map_err(|e| SendError::Read(e.to_string()))?
+                .to_bytes();
+            Ok((status, content_type, bytes))
+        };
+        tokio::select! {
+            biased;
+            result = work => result,
+            ended = driver => Err(SendError::Connect(match ended {
+                Ok(()) => "the metadata API closed the connection".to_string(),
+                Err(e) => e.to_string(),
+            })),
         }
     }
 }
@@ -371,31 +401,20 @@ impl UpstreamClient {
                 let request = request
                     .body(http_body_util::Full::new(body))
                     .map_err(|e| SendError::Connect(e.to_string()))?;
-                let (mut sender, reused) =
+                let (mut connection, reused) =
                     pool.checkout(false).await.map_err(SendError::Connect)?;
-                let answer = match sender.send_request(request.clone()).await {
+                let answer = match connection.exchange(request.clone()).await {
                     Ok(answer) => answer,
-                    // A pooled connection the API closed just now: once more on a new one.
-                    Err(_) if reused => {
+                    // A pooled connection the API closed meanwhile: once more on a new one.
+                    Err(SendError::Connect(_)) if reused => {
                         let (fresh, _) = pool.checkout(true).await.map_err(SendError::Connect)?;
-                        sender = fresh;
-                        sender
-                            .send_request(request)
-                            .await
-                            .map_err(|e| SendError::Connect(e.to_string()))?
+                        connection = fresh;
+                        connection.exchange(request).await?
                     }
-                    Err(e) => return Err(SendError::Connect(e.to_string())),
+                    Err(e) => return Err(e),
                 };
-                let status = answer.status();
-                let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
-                let bytes =
-                    http_body_util::Limited::new(answer.into_body(), MAX_UPSTREAM_BODY_BYTES)
-                        .collect()
-                        .await
-                        .map_err(|e| SendError::Read(e.to_string()))?
-                        .to_bytes();
-                pool.checkin(sender);
-                Ok((status, content_type, bytes))
+                pool.checkin(connection);
+                Ok(answer)
             }
             UpstreamClient::Tls(client) => {
                 let mut request = client.request(method, url);
