@@ -309,11 +309,11 @@ impl ConnectionPool {
 
 impl UpstreamConnection {
     /// Send one request and read the whole answer, polling the connection
-    /// alongside. A connection the server closed fails here.
+    /// alongside. Also says whether the connection can be used again.
     async fn exchange(
         &mut self,
         request: http::Request<http_body_util::Full<Bytes>>,
-    ) -> Result<Answer, SendError> {
+    ) -> (Result<Answer, SendError>, bool) {
         let UpstreamConnection { sender, driver } = self;
         let work = async {
             sender
@@ -333,13 +333,14 @@ impl UpstreamConnection {
                 .to_bytes();
             Ok((status, content_type, bytes))
         };
+        tokio::pin!(work);
         tokio::select! {
             biased;
-            result = work => result,
-            ended = driver => Err(SendError::Connect(match ended {
-                Ok(()) => "the metadata API closed the connection".to_string(),
-                Err(e) => e.to_string(),
-            })),
+            result = &mut work => (result, true),
+            // The connection ended (the API closed it, perhaps right after
+            // answering): the answer may be complete all the same, and the
+            // connection is done either way.
+            _ = driver => (work.await, false),
         }
     }
 }
@@ -403,18 +404,17 @@ impl UpstreamClient {
                     .map_err(|e| SendError::Connect(e.to_string()))?;
                 let (mut connection, reused) =
                     pool.checkout(false).await.map_err(SendError::Connect)?;
-                let answer = match connection.exchange(request.clone()).await {
-                    Ok(answer) => answer,
+                let (mut result, mut alive) = connection.exchange(request.clone()).await;
+                if reused && matches!(result, Err(SendError::Connect(_))) {
                     // A pooled connection the API closed meanwhile: once more on a new one.
-                    Err(SendError::Connect(_)) if reused => {
-                        let (fresh, _) = pool.checkout(true).await.map_err(SendError::Connect)?;
-                        connection = fresh;
-                        connection.exchange(request).await?
-                    }
-                    Err(e) => return Err(e),
-                };
-                pool.checkin(connection);
-                Ok(answer)
+                    let (fresh, _) = pool.checkout(true).await.map_err(SendError::Connect)?;
+                    connection = fresh;
+                    (result, alive) = connection.exchange(request).await;
+                }
+                if alive && result.is_ok() {
+                    pool.checkin(connection);
+                }
+                result
             }
             UpstreamClient::Tls(client) => {
                 let mut request = client.request(method, url);

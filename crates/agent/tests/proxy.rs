@@ -260,3 +260,43 @@ async fn haproxy_socket_takes_network_and_address_from_headers() {
         404
     );
 }
+
+/// An upstream that answers once per connection and then closes it without
+/// saying so: every pooled connection is dead when next used.
+async fn one_shot_upstream() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+                // Dropped: closed behind the client's back.
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_api_closed_is_retried_on_a_new_one() {
+    let upstream = one_shot_upstream().await;
+    let url = listener(proxy_to(&upstream, Duration::from_secs(5))).await;
+    let client = reqwest::Client::new();
+    for _ in 0..5 {
+        let r = client
+            .get(format!("{url}/latest/meta-data/instance-id"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "ok");
+        // Give the upstream time to close the connection the proxy pooled.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
