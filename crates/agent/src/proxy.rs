@@ -73,7 +73,9 @@ pub fn error(status: StatusCode, message: &str) -> Response {
 }
 
 impl Proxy {
-    pub fn new(upstream: &Upstream) -> Result<Proxy, reqwest::Error> {
+    /// Fails when the upstream's TLS settings cannot be used (an unreadable
+    /// or invalid CA bundle), saying which.
+    pub fn new(upstream: &Upstream) -> Result<Proxy, std::io::Error> {
         Ok(Proxy {
             index: RwLock::new(Arc::new(Index::default())),
             signatures: RwLock::new(Arc::new(HashMap::new())),
@@ -346,7 +348,7 @@ impl UpstreamConnection {
 }
 
 impl UpstreamClient {
-    fn new(upstream: &Upstream) -> Result<UpstreamClient, reqwest::Error> {
+    fn new(upstream: &Upstream) -> Result<UpstreamClient, std::io::Error> {
         if let Some(rest) = upstream.url.strip_prefix("http://") {
             let authority = rest.split('/').next().unwrap_or(rest);
             let authority = if authority
@@ -369,13 +371,23 @@ impl UpstreamClient {
             .pool_max_idle_per_host(256)
             .danger_accept_invalid_certs(upstream.insecure);
         if let Some(path) = &upstream.ca_cert {
-            if let Ok(pem) = std::fs::read(path) {
-                for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
-                    builder = builder.add_root_certificate(cert);
-                }
+            let pem = std::fs::read(path).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot read the upstream CA bundle {}: {e}", path.display()),
+                )
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                std::io::Error::other(format!("{} is not a PEM CA bundle: {e}", path.display()))
+            })?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
             }
         }
-        Ok(UpstreamClient::Tls(builder.build()?))
+        let client = builder
+            .build()
+            .map_err(|e| std::io::Error::other(format!("cannot set up the HTTPS client: {e}")))?;
+        Ok(UpstreamClient::Tls(client))
     }
 
     async fn send(

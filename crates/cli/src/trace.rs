@@ -292,10 +292,16 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     }
 
     // 6. The upstream.
-    let client = reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
-        .danger_accept_invalid_certs(s.upstream.insecure)
-        .build()?;
+        .danger_accept_invalid_certs(s.upstream.insecure);
+    // The same trust as the agent's: its CA bundle, if one is configured.
+    if let Some(ca) = &s.upstream.ca_cert {
+        for cert in reqwest::Certificate::from_pem_bundle(&std::fs::read(ca)?)? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    let client = builder.build()?;
     match client
         .get(format!("{}/", s.upstream.url.trim_end_matches('/')))
         .send()
