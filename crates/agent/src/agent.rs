@@ -157,6 +157,27 @@ fn sb_monitor(remotes: Vec<Remote>, chassis: &str) -> Monitor {
     )
 }
 
+/// Wait for a monitor's first snapshot, as long as it takes: like Neutron's
+/// agent, a node that boots before its databases waits for them, saying so
+/// every [`WAIT`].
+async fn wait_ready(monitor: &Monitor, what: &str) -> Result<(), AgentError> {
+    loop {
+        match monitor.ready(WAIT).await {
+            Ok(_) => return Ok(()),
+            Err(meta169_ovsdb::OvsdbError::Timeout(_)) => {
+                let state = monitor.state().borrow().clone();
+                tracing::warn!("still waiting for {what} ({state:?}); check that it runs and that the remote is right");
+            }
+            Err(e) => {
+                return Err(AgentError::Database {
+                    what: what.to_string(),
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+}
+
 /// Neutron's chassis UUID: the name if it is a UUID, else UUIDv5 of it.
 pub fn chassis_uuid(name: &str) -> uuid::Uuid {
     uuid::Uuid::parse_str(name).unwrap_or_else(|_| {
@@ -177,13 +198,11 @@ impl Agent {
         let needs_ovs = matches!(settings.bridge, BridgeMode::Ovs(_)) || settings.chassis.is_none();
         let ovs = if needs_ovs {
             let monitor = ovs::start(settings.ovs.clone());
-            monitor
-                .ready(WAIT)
-                .await
-                .map_err(|e| AgentError::Database {
-                    what: format!("the local Open_vSwitch database at {}", settings.ovs),
-                    reason: e.to_string(),
-                })?;
+            wait_ready(
+                &monitor,
+                &format!("the local Open_vSwitch database at {}", settings.ovs),
+            )
+            .await?;
             Some(monitor)
         } else {
             None
@@ -209,10 +228,11 @@ impl Agent {
             .chain(settings.sb_more.iter().cloned())
             .collect();
         let sb = sb_monitor(remotes, &chassis);
-        sb.ready(WAIT).await.map_err(|e| AgentError::Database {
-            what: format!("the OVN Southbound database at {}", settings.sb),
-            reason: e.to_string(),
-        })?;
+        wait_ready(
+            &sb,
+            &format!("the OVN Southbound database at {}", settings.sb),
+        )
+        .await?;
         tracing::info!(%chassis, %bridge, sb = %settings.sb, "agent connected");
         let root = Net::root().map_err(AgentError::Netlink)?;
         let mut agent = Agent {

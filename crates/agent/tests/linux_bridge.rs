@@ -318,3 +318,37 @@ async fn linux_bridge_agent_serves_plumbs_and_cleans_up() {
     let _ = stop.send(());
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_waits_for_a_southbound_that_starts_late() {
+    let dir = temp_dir();
+    let api = Api::start().await;
+    let bridge = LinuxBridge::new();
+    let remote = format!("unix:{}", dir.path().join("sb.sock").display());
+    let upstream = Upstream {
+        url: api.url.clone(),
+        shared_secret: common::SECRET.to_vec(),
+        timeout: Duration::from_secs(5),
+        insecure: false,
+        ca_cert: None,
+    };
+    let mut s = AgentSettings::new(
+        remote.parse().unwrap(),
+        "unix:/nonexistent".parse().unwrap(),
+        upstream,
+    );
+    s.chassis = Some(CHASSIS.into());
+    s.bridge = BridgeMode::Linux(bridge.name.clone());
+    let starting = tokio::spawn(Agent::start(s));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !starting.is_finished(),
+        "the agent gave up instead of waiting"
+    );
+    let _sb = OvsdbServer::start("sb", OVN_SB_SCHEMA, dir.path());
+    let agent = tokio::time::timeout(T, starting)
+        .await
+        .expect("started once the database came")
+        .unwrap();
+    assert!(agent.is_ok(), "{:?}", agent.err());
+}
