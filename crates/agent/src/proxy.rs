@@ -7,12 +7,10 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use hmac::{Hmac, Mac};
 use http::{header, HeaderName, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 use meta169_http::PeerAddr;
 use meta169_tree::model::mac_from_eui64;
-use sha2::Sha256;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
@@ -49,12 +47,7 @@ pub struct Upstream {
     pub ca_cert: Option<std::path::PathBuf>,
 }
 
-/// `X-Instance-ID-Signature`.
-pub fn sign(secret: &[u8], instance_id: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(instance_id.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
-}
+pub use meta169_http::signing::sign_instance_id as sign;
 
 /// An error answer the agent gives itself: Neutron's texts, never empty.
 pub fn error(status: StatusCode, message: &str) -> Response {

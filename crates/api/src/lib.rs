@@ -9,7 +9,6 @@ pub mod error;
 pub mod identity;
 pub mod metadata;
 pub mod settings;
-pub mod signing;
 pub mod vendordata;
 
 use axum::Router;
@@ -18,7 +17,7 @@ use std::sync::Arc;
 pub use metadata::MetadataService;
 pub use settings::{ApiSettings, DynamicTarget, IdentitySettings, ServerLimits};
 
-pub use meta169_http::{self as server, PeerAddr};
+pub use meta169_http::{self as server, signing, PeerAddr};
 
 /// The guest-facing router: every path goes to the metadata handler.
 pub fn metadata_router(service: Arc<MetadataService>) -> Router {

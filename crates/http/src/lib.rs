@@ -1,8 +1,10 @@
-//! The HTTP/1 listener meta169's guest-facing servers share (the API and
-//! the agent's listeners in each namespace): hyper with the limits hostile
-//! clients call for (bounded request head, header read timeout, bounded
-//! number of connections), handing each request to an axum router with the
-//! TCP peer address attached as [`PeerAddr`].
+//! What meta169's API and agent share on the wire: the HTTP/1 listener for
+//! guest-facing servers (hyper with the limits hostile clients call for:
+//! bounded request head, header read timeout, bounded number of
+//! connections; each request handed to an axum router with the TCP peer
+//! address attached as [`PeerAddr`]), and the proxy signature ([`signing`]).
+
+pub mod signing;
 
 use axum::Router;
 use hyper::body::Incoming;
