@@ -13,31 +13,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A CA and a server certificate for 127.0.0.1 made with openssl.
-fn make_pki(dir: &Path) {
-    let sh = |script: &str| {
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{script}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=testca");
-    std::fs::write(
-        dir.join("v3.ext"),
-        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\n",
-    )
-    .unwrap();
-    sh("openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=metadata && \
-        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile v3.ext");
-}
-
 /// An HTTPS server that answers with the identity headers it received.
 async fn https_api(dir: &Path) -> String {
     use tokio_rustls::rustls;
@@ -130,7 +105,7 @@ async fn agent_listener(upstream: Upstream) -> String {
 #[tokio::test]
 async fn https_upstreams_are_verified_against_the_given_ca() {
     let dir = meta169_testkit::temp_dir();
-    make_pki(dir.path());
+    meta169_testkit::make_pki(dir.path(), &["server"], Some("IP:127.0.0.1"));
     let api = https_api(dir.path()).await;
     let upstream = |ca: Option<&str>, insecure: bool| Upstream {
         url: api.clone(),

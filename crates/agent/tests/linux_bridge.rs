@@ -5,7 +5,7 @@
 mod common;
 
 use common::{network_id, signature, Api, LinuxBridge, Sb, Vm, T};
-use meta169_agent::{Agent, AgentSettings, BridgeMode, Upstream};
+use meta169_agent::{Agent, AgentSettings, BridgeMode};
 use meta169_testkit::{temp_dir, wait_until, OvsdbServer, OVN_SB_SCHEMA};
 use serde_json::Value;
 use std::time::Duration;
@@ -13,13 +13,7 @@ use std::time::Duration;
 const CHASSIS: &str = "chassis-under-test";
 
 fn settings(sb: &OvsdbServer, api: &Api, bridge: &LinuxBridge) -> AgentSettings {
-    let upstream = Upstream {
-        url: api.url.clone(),
-        shared_secret: common::SECRET.to_vec(),
-        timeout: Duration::from_secs(5),
-        insecure: false,
-        ca_cert: None,
-    };
+    let upstream = api.upstream();
     let mut s = AgentSettings::new(
         sb.remote().parse().unwrap(),
         "unix:/nonexistent".parse().unwrap(),
@@ -325,13 +319,7 @@ async fn the_agent_waits_for_a_southbound_that_starts_late() {
     let api = Api::start().await;
     let bridge = LinuxBridge::new();
     let remote = format!("unix:{}", dir.path().join("sb.sock").display());
-    let upstream = Upstream {
-        url: api.url.clone(),
-        shared_secret: common::SECRET.to_vec(),
-        timeout: Duration::from_secs(5),
-        insecure: false,
-        ca_cert: None,
-    };
+    let upstream = api.upstream();
     let mut s = AgentSettings::new(
         remote.parse().unwrap(),
         "unix:/nonexistent".parse().unwrap(),

@@ -7,7 +7,7 @@
 mod common;
 
 use common::{network_id, Api, T};
-use meta169_agent::{Agent, AgentSettings, BridgeMode, Upstream};
+use meta169_agent::{Agent, AgentSettings, BridgeMode};
 use meta169_testkit::ovn::OvnStack;
 use meta169_testkit::{clients_dir, python, temp_dir, wait_until, Netns, Process};
 use serde_json::Value;
@@ -219,13 +219,7 @@ async fn cloud_init_reads_metadata_through_real_ovn() {
         &dhcp_b,
     );
 
-    let upstream = Upstream {
-        url: api.url.clone(),
-        shared_secret: common::SECRET.to_vec(),
-        timeout: Duration::from_secs(10),
-        insecure: false,
-        ca_cert: None,
-    };
+    let upstream = api.upstream();
     let mut settings = AgentSettings::new(
         stack.sb.remote().parse().unwrap(),
         stack.ovs_db.remote().parse().unwrap(),

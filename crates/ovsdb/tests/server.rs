@@ -276,36 +276,11 @@ async fn server_errors_are_reported() {
     );
 }
 
-/// A CA, and a server and a client certificate signed by it, made with the
-/// openssl command line; X.509 v3 without subject alternative names, like ovs-pki's.
-fn make_pki(dir: &std::path::Path) {
-    let sh = |script: &str| {
-        let status = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            status.status.success(),
-            "{script}: {}",
-            String::from_utf8_lossy(&status.stderr)
-        );
-    };
-    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=testca");
-    std::fs::write(dir.join("v3.ext"), "basicConstraints=CA:FALSE\n").unwrap();
-    for who in ["server", "client"] {
-        sh(&format!(
-            "openssl req -newkey rsa:2048 -nodes -keyout {who}.key -out {who}.csr -subj /CN={who} && \
-             openssl x509 -req -in {who}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out {who}.pem -days 2 -extfile v3.ext"
-        ));
-    }
-}
-
 #[tokio::test]
 async fn ssl_remotes_work_with_ovs_style_certificates() {
     let dir = temp_dir();
-    make_pki(dir.path());
+    // X.509 v3 without subject alternative names, like ovs-pki's.
+    meta169_testkit::make_pki(dir.path(), &["server", "client"], None);
     let port = meta169_testkit::free_port();
     let d = dir.path().display();
     let server = OvsdbServer::start_with(

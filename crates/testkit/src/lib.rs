@@ -468,3 +468,35 @@ impl Drop for OvsdbServer {
 pub fn clients_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("clients")
 }
+
+/// A test PKI made with the openssl command line in `dir`: `ca.pem`/`ca.key`,
+/// and for each name `NAME.pem`/`NAME.key` signed by the CA as X.509 v3.
+/// `san` (for example `IP:127.0.0.1`) goes into every leaf certificate;
+/// without it the leaves carry no subject names, like ovs-pki's.
+pub fn make_pki(dir: &Path, names: &[&str], san: Option<&str>) {
+    let sh = |script: &str| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=testca");
+    let mut ext = "basicConstraints=CA:FALSE\n".to_string();
+    if let Some(san) = san {
+        ext.push_str(&format!("subjectAltName={san}\n"));
+    }
+    std::fs::write(dir.join("v3.ext"), ext).expect("write v3.ext");
+    for name in names {
+        sh(&format!(
+            "openssl req -newkey rsa:2048 -nodes -keyout {name}.key -out {name}.csr -subj /CN={name} && \
+             openssl x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out {name}.pem -days 2 -extfile v3.ext"
+        ));
+    }
+}

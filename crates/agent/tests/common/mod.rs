@@ -200,6 +200,17 @@ impl Api {
         }
     }
 
+    /// This API as the agent's upstream, with the test secret.
+    pub fn upstream(&self) -> meta169_agent::Upstream {
+        meta169_agent::Upstream {
+            url: self.url.clone(),
+            shared_secret: SECRET.to_vec(),
+            timeout: Duration::from_secs(10),
+            insecure: false,
+            ca_cert: None,
+        }
+    }
+
     /// Register an instance (the example record with this uuid and project).
     pub async fn add(&self, uuid: &str, project: &str, hostname: &str) {
         let mut instance = meta169_tree::example_instance();
