@@ -40,6 +40,9 @@ pub struct AgentSettings {
     pub upstream: Upstream,
     /// haproxy-compatible UNIX socket (`X-OVN-Network-ID`), if wanted.
     pub haproxy_socket: Option<PathBuf>,
+    /// Its file mode: haproxy must be able to write to it (Neutron's
+    /// `metadata_proxy_socket_mode`: user 0644, group 0664, all 0666).
+    pub haproxy_socket_mode: u32,
     /// Status socket for `meta169 trace`.
     pub status_socket: Option<PathBuf>,
     pub limits: ServerLimits,
@@ -61,6 +64,7 @@ impl AgentSettings {
             bridge: BridgeMode::Ovs(None),
             upstream,
             haproxy_socket: None,
+            haproxy_socket_mode: 0o644,
             status_socket: None,
             limits: ServerLimits::default(),
             ipv6: true,
@@ -276,7 +280,7 @@ impl Agent {
                 &path,
                 router,
                 self.settings.limits.clone(),
-                0o660,
+                self.settings.haproxy_socket_mode,
             )?);
             tracing::info!(socket = %path.display(), "haproxy-compatible socket listening");
         }

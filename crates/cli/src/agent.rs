@@ -28,6 +28,8 @@ pub struct AgentSection {
     pub upstream_ca_cert: Option<PathBuf>,
     pub shared_secret_file: Option<PathBuf>,
     pub haproxy_socket: Option<PathBuf>,
+    /// user (0644), group (0664), all (0666), or an octal mode.
+    pub haproxy_socket_mode: Option<String>,
     pub status_socket: Option<PathBuf>,
     pub ipv6: Option<bool>,
 }
@@ -81,6 +83,7 @@ pub struct NeutronIni {
     pub ca_cert: Option<PathBuf>,
     pub shared_secret: Option<String>,
     pub haproxy_socket: Option<PathBuf>,
+    pub haproxy_socket_mode: Option<String>,
     pub ovn_sb: Option<String>,
     pub tls: TlsFiles,
     pub ovs_db: Option<String>,
@@ -125,6 +128,7 @@ pub fn read_neutron_ini(path: &Path) -> Result<NeutronIni> {
         shared_secret: default("metadata_proxy_shared_secret"),
         haproxy_socket: default("metadata_proxy_socket")
             .map(|s| PathBuf::from(s.replace("$state_path", &state_path))),
+        haproxy_socket_mode: default("metadata_proxy_socket_mode"),
         ovn_sb: sb,
         tls: TlsFiles {
             private_key: get(Some("ovn"), "ovn_sb_private_key").map(PathBuf::from),
@@ -215,6 +219,11 @@ pub fn settings(args: &AgentArgs) -> Result<AgentSettings> {
     s.sb_more = sb_remotes;
     s.chassis = args.chassis.clone().or(toml.chassis.clone());
     s.bridge = bridge;
+    s.haproxy_socket_mode = socket_mode(
+        toml.haproxy_socket_mode
+            .as_deref()
+            .or(neutron.haproxy_socket_mode.as_deref()),
+    )?;
     s.haproxy_socket = args
         .haproxy_socket
         .clone()
@@ -228,6 +237,23 @@ pub fn settings(args: &AgentArgs) -> Result<AgentSettings> {
     );
     s.ipv6 = toml.ipv6.unwrap_or(true);
     Ok(s)
+}
+
+/// Neutron's `metadata_proxy_socket_mode` (or an octal mode) as file
+/// permissions. `deduce` and unset mean `user`: meta169 runs no haproxy of
+/// its own, and one run by root can write a 0644 socket.
+fn socket_mode(text: Option<&str>) -> Result<u32> {
+    Ok(match text.map(str::trim) {
+        None | Some("deduce") | Some("user") => 0o644,
+        Some("group") => 0o664,
+        Some("all") => 0o666,
+        Some(octal) => u32::from_str_radix(octal.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .with_context(|| {
+                format!("socket mode {octal:?}: use user, group, all or an octal mode like 0660")
+            })?,
+    })
 }
 
 async fn shutdown_signal() {
@@ -309,5 +335,9 @@ mod tests {
         assert_eq!(s.upstream.url, "https://10.1.2.3:8775");
         assert_eq!(s.upstream.shared_secret, b"s3cret");
         assert_eq!(s.bridge, BridgeMode::Linux("br-meta".into()));
+        assert_eq!(socket_mode(Some("all")).unwrap(), 0o666);
+        assert_eq!(socket_mode(Some("0660")).unwrap(), 0o660);
+        assert_eq!(socket_mode(None).unwrap(), 0o644);
+        assert!(socket_mode(Some("everyone")).is_err());
     }
 }
