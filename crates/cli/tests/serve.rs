@@ -219,3 +219,43 @@ async fn signatures_computed_by_python_hmac_are_accepted() {
         "the expected signature must not be logged"
     );
 }
+
+#[test]
+fn hostile_requests_leave_a_log_line() {
+    use std::io::{Read, Write};
+    let dir = temp_dir();
+    let (store, _) = common::example_store(dir.path());
+    let (_server, listen) = common::serve_on_loopback(
+        "hostile",
+        dir.path(),
+        "[serve.identity]\nby_source = true\n",
+        &store,
+    );
+    let send = |request: &[u8]| {
+        let mut s = std::net::TcpStream::connect(&listen).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let _ = s.write_all(request);
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    assert!(send(big.as_bytes()).starts_with("HTTP/1.1 431"));
+    assert!(
+        send(b"GET /latest/%ff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .starts_with("HTTP/1.1 400")
+    );
+    let log_file = dir.path().join("hostile.log");
+    assert!(
+        meta169_testkit::wait_until(std::time::Duration::from_secs(5), || {
+            let log = meta169_testkit::read_log(&log_file);
+            log.contains("request refused") && log.contains("not valid UTF-8")
+        }),
+        "{}",
+        meta169_testkit::read_log(&log_file)
+    );
+}

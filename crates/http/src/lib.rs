@@ -100,6 +100,13 @@ where
         .max_buf_size(limits.max_head_bytes.max(8192))
         .keep_alive(true);
     if let Err(e) = builder.serve_connection(io, service).await {
-        tracing::debug!(%peer, "connection ended: {e}");
+        // Malformed or oversized heads and clients too slow to send one are
+        // worth a line (hyper has already answered 400/431/408 or closed);
+        // a client hanging up is not.
+        if e.is_parse() || e.is_parse_too_large() || e.is_timeout() {
+            tracing::info!(%peer, "request refused: {e}");
+        } else {
+            tracing::debug!(%peer, "connection ended: {e}");
+        }
     }
 }
