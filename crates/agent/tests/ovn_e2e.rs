@@ -115,12 +115,7 @@ impl OvnVm {
         let host_if = format!("oh{}x{n}", std::process::id() % 100_000);
         let guest_if = "eth0";
         let ip = |args: &[&str]| {
-            let out = Command::new("ip").args(args).output().unwrap();
-            assert!(
-                out.status.success(),
-                "ip {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            meta169_testkit::ip(args);
         };
         ip(&[
             "link", "add", &host_if, "type", "veth", "peer", "name", guest_if, "netns", &ns.name,

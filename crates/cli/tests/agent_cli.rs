@@ -11,12 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    meta169_testkit::ip(args);
 }
 
 #[test]

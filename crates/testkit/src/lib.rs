@@ -129,6 +129,11 @@ fn run(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// `ip <args>` in the test's own namespace; panics with ip's message on failure.
+pub fn ip(args: &[&str]) -> String {
+    run(Command::new("ip").args(args))
+}
+
 /// Are we root (namespaces need it)?
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.

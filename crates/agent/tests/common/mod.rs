@@ -241,25 +241,14 @@ impl Vm {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let host_if = format!("vh{}x{n}", std::process::id() % 100_000);
         let guest_if = format!("vg{}x{n}", std::process::id() % 100_000);
-        let run = |args: &[&str]| {
-            let out = std::process::Command::new("ip")
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "ip {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        run(&[
+        meta169_testkit::ip(&[
             "link", "add", &host_if, "type", "veth", "peer", "name", &guest_if, "netns", &ns.name,
         ]);
         ns.ip(&["link", "set", &guest_if, "address", mac]);
         ns.ip(&["addr", "add", cidr, "dev", &guest_if]);
         ns.ip(&["link", "set", &guest_if, "up"]);
         ns.ip(&["route", "add", "169.254.169.254/32", "via", metadata_ip]);
-        run(&["link", "set", &host_if, "up"]);
+        meta169_testkit::ip(&["link", "set", &host_if, "up"]);
         Vm {
             ns,
             host_if,
@@ -322,33 +311,13 @@ impl LinuxBridge {
     pub fn new() -> LinuxBridge {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("m169b{}x{n}", std::process::id() % 10_000);
-        for args in [
-            vec!["link", "add", &name, "type", "bridge"],
-            vec!["link", "set", &name, "up"],
-        ] {
-            let out = std::process::Command::new("ip")
-                .args(&args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "ip {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        meta169_testkit::ip(&["link", "add", &name, "type", "bridge"]);
+        meta169_testkit::ip(&["link", "set", &name, "up"]);
         LinuxBridge { name }
     }
 
     pub fn attach(&self, interface: &str) {
-        let out = std::process::Command::new("ip")
-            .args(["link", "set", interface, "master", &self.name])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        meta169_testkit::ip(&["link", "set", interface, "master", &self.name]);
     }
 }
 
