@@ -20,6 +20,18 @@ pub use settings::{ApiSettings, DynamicTarget, IdentitySettings, ServerLimits};
 pub use meta169_http::{self as server, signing, PeerAddr};
 
 /// The guest-facing router: every path goes to the metadata handler.
+/// The metadata listener's limits for these settings: `limits`, with the
+/// answers to pipelined requests written together when every caller is a
+/// proxy (guests are not identified by their own address), as meta169's
+/// agent is. Where guests call directly, every malformed request gets its
+/// status line instead.
+pub fn metadata_listener_limits(settings: &ApiSettings, limits: ServerLimits) -> ServerLimits {
+    ServerLimits {
+        batch_pipelined_answers: !settings.identity.by_source,
+        ..limits
+    }
+}
+
 pub fn metadata_router(service: Arc<MetadataService>) -> Router {
     Router::new().fallback(metadata::handle).with_state(service)
 }

@@ -207,7 +207,7 @@ pub async fn handle(State(service): State<Arc<MetadataService>>, request: Reques
     let path = request.uri().path().to_string();
     async move {
         let mut instance = None;
-        match serve(&service, request, &mut instance).await {
+        let mut response = match serve(&service, request, &mut instance).await {
             Ok(response) => {
                 tracing::debug!(status = response.status().as_u16(), "served");
                 response
@@ -222,11 +222,20 @@ pub async fn handle(State(service): State<Arc<MetadataService>>, request: Reques
                 }
                 error.into_response()
             }
-        }
+        };
+        // Tells meta169's agent it may pipeline requests (Nova's API does
+        // not get them).
+        response
+            .headers_mut()
+            .insert(http::header::SERVER, SERVER_NAME.clone());
+        response
     }
     .instrument(span)
     .await
 }
+
+/// The `Server` header of every metadata answer.
+pub static SERVER_NAME: http::HeaderValue = http::HeaderValue::from_static("meta169");
 
 async fn serve(
     service: &MetadataService,

@@ -206,7 +206,17 @@ async fn statuses_for_unknown_things_are_novas() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-length"], "14");
+    // What tells meta169's agent it may pipeline (errors carry it too).
+    assert_eq!(r.headers()["server"], "meta169");
     assert_eq!(r.bytes().await.unwrap().len(), 0);
+    let r = api
+        .http
+        .get(format!("{}/no-such-thing", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["server"], "meta169");
 }
 
 #[tokio::test]

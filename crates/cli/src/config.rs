@@ -164,6 +164,7 @@ impl ServeSection {
             body_read_timeout: Duration::from_millis(self.limits.body_read_timeout_ms),
             max_head_bytes: self.limits.max_head_bytes,
             max_connections: self.limits.max_connections,
+            batch_pipelined_answers: false,
         }
     }
 

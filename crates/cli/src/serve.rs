@@ -3,7 +3,7 @@
 use crate::config::{self, parse_addr};
 use anyhow::{Context, Result};
 use clap::Args;
-use meta169_api::{admin, metadata_router, server, MetadataService};
+use meta169_api::{admin, metadata_listener_limits, metadata_router, server, MetadataService};
 use meta169_store::Store;
 use rand::RngCore;
 use std::path::PathBuf;
@@ -71,6 +71,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     let settings = section.api_settings()?;
     let limits = section.limits();
+    let metadata_limits = metadata_listener_limits(&settings, limits.clone());
     let listen = parse_addr(&section.listen, "listen address")?;
     let admin_listen = parse_addr(&section.admin.listen, "admin listen address")?;
 
@@ -137,7 +138,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     server::serve(
         listener,
         metadata_router(service),
-        limits,
+        metadata_limits,
         shutdown_signal(),
     )
     .await;

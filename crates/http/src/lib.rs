@@ -32,6 +32,12 @@ pub struct ServerLimits {
     pub max_connections: usize,
     /// Time allowed to send a request body (password POST, admin JSON).
     pub body_read_timeout: Duration,
+    /// Write the answers to requests a client pipelined together, in one
+    /// write (hyper's `pipeline_flush`): what makes a pipelining proxy
+    /// (meta169's agent) cheap to serve. Only for listeners whose callers
+    /// are proxies: with it, hyper may close the connection of a malformed
+    /// or oversized request without sending its 400 or 431.
+    pub batch_pipelined_answers: bool,
 }
 
 impl Default for ServerLimits {
@@ -41,6 +47,7 @@ impl Default for ServerLimits {
             max_head_bytes: 8 * 1024,
             max_connections: 4096,
             body_read_timeout: Duration::from_secs(10),
+            batch_pipelined_answers: false,
         }
     }
 }
@@ -98,7 +105,8 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_head_bytes.max(8192))
-        .keep_alive(true);
+        .keep_alive(true)
+        .pipeline_flush(limits.batch_pipelined_answers);
     if let Err(e) = builder.serve_connection(io, service).await {
         // Malformed or oversized heads and clients too slow to send one are
         // worth a line (hyper has already answered 400/431/408 or closed);
