@@ -2,6 +2,7 @@
 //! instance → forward to the metadata API with Neutron's signed headers,
 //! and relay the answer with the statuses Neutron's agent gives.
 
+use crate::pipeline::{LaneError, Pipeline};
 use crate::sb::{Index, Target};
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -45,6 +46,36 @@ pub struct Upstream {
     pub insecure: bool,
     /// Extra CA bundle (Neutron's `auth_ca_cert`).
     pub ca_cert: Option<std::path::PathBuf>,
+    /// Whether bodiless GETs to a plain-HTTP upstream are pipelined.
+    pub pipelining: Pipelining,
+}
+
+/// HTTP/1.1 pipelining to the upstream (see [`crate::pipeline`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Pipelining {
+    /// Once the upstream answers as meta169 serve (`Server: meta169`); a
+    /// Nova API keeps one request per connection: its workers serve a
+    /// connection's requests one after another, so a queue behind a slow
+    /// one would cost more than the saved system calls.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl std::str::FromStr for Pipelining {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "auto" => Ok(Pipelining::Auto),
+            "on" => Ok(Pipelining::On),
+            "off" => Ok(Pipelining::Off),
+            other => Err(format!(
+                "upstream pipelining {other:?} is not one of auto, on, off"
+            )),
+        }
+    }
 }
 
 pub use meta169_http::signing::sign_instance_id as sign;
@@ -108,6 +139,11 @@ impl Proxy {
             .and_then(|s| s.get(instance_id).cloned())
             .or_else(|| HeaderValue::from_str(&sign(&self.secret, instance_id)).ok())
             .unwrap_or_else(|| HeaderValue::from_static(""))
+    }
+
+    /// Whether GETs to the upstream are being pipelined now.
+    pub fn pipelining(&self) -> bool {
+        matches!(&self.client, UpstreamClient::Plain(_, pipelining) if pipelining.active())
     }
 
     pub fn index(&self) -> Arc<Index> {
@@ -242,8 +278,36 @@ type Answer = (StatusCode, Option<HeaderValue>, Bytes);
 /// plain HTTP (the common case, and the cheapest per request), reqwest for
 /// HTTPS.
 enum UpstreamClient {
-    Plain(ConnectionPool),
+    Plain(ConnectionPool, PipelineUse),
     Tls(reqwest::Client),
+}
+
+/// The pipeline to a plain-HTTP upstream and whether it is in use.
+struct PipelineUse {
+    pipeline: Arc<Pipeline>,
+    mode: Pipelining,
+    /// Set in `On` mode, or in `Auto` once the upstream named itself.
+    active: std::sync::atomic::AtomicBool,
+}
+
+impl PipelineUse {
+    fn active(&self) -> bool {
+        self.active.load(std::sync::atomic::Ordering::Relaxed) && self.pipeline.usable()
+    }
+
+    /// In `Auto` mode: does this plain answer come from meta169 serve?
+    fn learn(&self, server: Option<&HeaderValue>) {
+        if self.mode == Pipelining::Auto
+            && !self.active.load(std::sync::atomic::Ordering::Relaxed)
+            && server.is_some_and(|s| s.as_bytes().starts_with(b"meta169"))
+            && !self.active.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::info!(
+                upstream = %self.pipeline.authority(),
+                "the metadata API is meta169 serve: pipelining GETs to it"
+            );
+        }
+    }
 }
 
 /// Idle keep-alive connections to one upstream. A request takes one (or
@@ -303,40 +367,66 @@ impl ConnectionPool {
 }
 
 impl UpstreamConnection {
-    /// Send one request and read the whole answer, polling the connection
-    /// alongside. Also says whether the connection can be used again.
+    /// Send one request and read the whole answer (with the `Server`
+    /// header), polling the connection alongside. Gives the connection back
+    /// when it can be used again.
     async fn exchange(
-        &mut self,
+        self,
         request: http::Request<http_body_util::Full<Bytes>>,
-    ) -> (Result<Answer, SendError>, bool) {
-        let UpstreamConnection { sender, driver } = self;
-        let work = async {
-            sender
-                .ready()
-                .await
-                .map_err(|e| SendError::Connect(e.to_string()))?;
-            let answer = sender
-                .send_request(request)
-                .await
-                .map_err(|e| SendError::Connect(e.to_string()))?;
-            let status = answer.status();
-            let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
-            let bytes = http_body_util::Limited::new(answer.into_body(), MAX_UPSTREAM_BODY_BYTES)
-                .collect()
-                .await
-                .map_err(|e| SendError::Read(e.to_string()))?
-                .to_bytes();
-            Ok((status, content_type, bytes))
+    ) -> (
+        Result<(Answer, Option<HeaderValue>), SendError>,
+        Option<UpstreamConnection>,
+    ) {
+        let UpstreamConnection {
+            mut sender,
+            mut driver,
+        } = self;
+        let result = {
+            let work = Self::send_on(&mut sender, request);
+            tokio::pin!(work);
+            let finished = tokio::select! {
+                biased;
+                result = &mut work => Some(result),
+                _ = &mut driver => None,
+            };
+            match finished {
+                Some(result) => result,
+                None => {
+                    // The connection ended (the API closed it, perhaps
+                    // right after answering, perhaps long before while it
+                    // sat in the pool). An answer already read completes;
+                    // a request still queued fails once the connection is
+                    // dropped, instead of waiting for a connection that
+                    // will never take it.
+                    drop(driver);
+                    return (work.await, None);
+                }
+            }
         };
-        tokio::pin!(work);
-        tokio::select! {
-            biased;
-            result = &mut work => (result, true),
-            // The connection ended (the API closed it, perhaps right after
-            // answering): the answer may be complete all the same, and the
-            // connection is done either way.
-            _ = driver => (work.await, false),
-        }
+        (result, Some(UpstreamConnection { sender, driver }))
+    }
+
+    async fn send_on(
+        sender: &mut UpstreamSender,
+        request: http::Request<http_body_util::Full<Bytes>>,
+    ) -> Result<(Answer, Option<HeaderValue>), SendError> {
+        sender
+            .ready()
+            .await
+            .map_err(|e| SendError::Connect(e.to_string()))?;
+        let answer = sender
+            .send_request(request)
+            .await
+            .map_err(|e| SendError::Connect(e.to_string()))?;
+        let status = answer.status();
+        let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
+        let server = answer.headers().get(header::SERVER).cloned();
+        let bytes = http_body_util::Limited::new(answer.into_body(), MAX_UPSTREAM_BODY_BYTES)
+            .collect()
+            .await
+            .map_err(|e| SendError::Read(e.to_string()))?
+            .to_bytes();
+        Ok(((status, content_type, bytes), server))
     }
 }
 
@@ -353,10 +443,18 @@ impl UpstreamClient {
             } else {
                 format!("{authority}:80")
             };
-            return Ok(UpstreamClient::Plain(ConnectionPool {
-                authority,
-                idle: std::sync::Mutex::new(Vec::new()),
-            }));
+            let pipeline = PipelineUse {
+                pipeline: Arc::new(Pipeline::new(&authority, MAX_UPSTREAM_BODY_BYTES)),
+                mode: upstream.pipelining,
+                active: (upstream.pipelining == Pipelining::On).into(),
+            };
+            return Ok(UpstreamClient::Plain(
+                ConnectionPool {
+                    authority,
+                    idle: std::sync::Mutex::new(Vec::new()),
+                },
+                pipeline,
+            ));
         }
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
@@ -391,12 +489,30 @@ impl UpstreamClient {
         body: Bytes,
     ) -> Result<Answer, SendError> {
         match self {
-            UpstreamClient::Plain(pool) => {
+            UpstreamClient::Plain(pool, pipelining) => {
                 // Over an HTTP/1 connection the request target is the path.
                 let target = url
                     .strip_prefix("http://")
                     .and_then(|r| r.find('/').map(|i| &r[i..]))
                     .unwrap_or("/");
+                // Dynamic vendor data may take the API seconds (it asks
+                // other services): not worth holding a lane for.
+                if method == http::Method::GET
+                    && body.is_empty()
+                    && pipelining.active()
+                    && !target.ends_with("vendor_data2.json")
+                {
+                    let head = request_head(target, &pool.authority, headers);
+                    match pipelining.pipeline.get(head).await {
+                        Ok(answer) => return Ok(answer),
+                        Err(LaneError::Unreadable(why)) => return Err(SendError::Read(why)),
+                        Err(LaneError::Connect(why)) => return Err(SendError::Connect(why)),
+                        // Not answered: once more on a plain connection below.
+                        Err(LaneError::Unanswered(why)) => {
+                            tracing::debug!(%url, "pipelined request not answered ({why}); sending it again")
+                        }
+                    }
+                }
                 let mut request = http::Request::builder()
                     .method(method)
                     .uri(target)
@@ -407,19 +523,21 @@ impl UpstreamClient {
                 let request = request
                     .body(http_body_util::Full::new(body))
                     .map_err(|e| SendError::Connect(e.to_string()))?;
-                let (mut connection, reused) =
+                let (connection, reused) =
                     pool.checkout(false).await.map_err(SendError::Connect)?;
-                let (mut result, mut alive) = connection.exchange(request.clone()).await;
+                let (mut result, mut reusable) = connection.exchange(request.clone()).await;
                 if reused && matches!(result, Err(SendError::Connect(_))) {
                     // A pooled connection the API closed meanwhile: once more on a new one.
                     let (fresh, _) = pool.checkout(true).await.map_err(SendError::Connect)?;
-                    connection = fresh;
-                    (result, alive) = connection.exchange(request).await;
+                    (result, reusable) = fresh.exchange(request).await;
                 }
-                if alive && result.is_ok() {
+                if let (Ok(_), Some(connection)) = (&result, reusable) {
                     pool.checkin(connection);
                 }
-                result
+                result.map(|(answer, server)| {
+                    pipelining.learn(server.as_ref());
+                    answer
+                })
             }
             UpstreamClient::Tls(client) => {
                 let mut request = client.request(method, url);
@@ -440,6 +558,23 @@ impl UpstreamClient {
             }
         }
     }
+}
+
+/// The head of a bodiless GET as written on the wire.
+fn request_head(target: &str, authority: &str, headers: &[(HeaderName, HeaderValue)]) -> Bytes {
+    let mut head = bytes::BytesMut::with_capacity(256);
+    head.extend_from_slice(b"GET ");
+    head.extend_from_slice(target.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    head.extend_from_slice(authority.as_bytes());
+    for (name, value) in headers {
+        head.extend_from_slice(b"\r\n");
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+    }
+    head.extend_from_slice(b"\r\n\r\n");
+    head.freeze()
 }
 
 async fn read_bounded(mut answer: reqwest::Response) -> Result<Bytes, String> {

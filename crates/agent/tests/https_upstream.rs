@@ -113,6 +113,7 @@ async fn https_upstreams_are_verified_against_the_given_ca() {
         timeout: Duration::from_secs(5),
         insecure,
         ca_cert: ca.map(|c| dir.path().join(c)),
+        pipelining: meta169_agent::Pipelining::Auto,
     };
     // Verified with the CA that signed the server.
     let url = agent_listener(upstream(Some("ca.pem"), false)).await;

@@ -23,6 +23,7 @@ fn proxy_to(url: &str, timeout: Duration) -> Arc<Proxy> {
         timeout,
         insecure: false,
         ca_cert: None,
+        pipelining: meta169_agent::Pipelining::Auto,
     })
     .unwrap();
     let mut index = Index::default();
@@ -281,6 +282,51 @@ async fn one_shot_upstream() -> String {
         }
     });
     url
+}
+
+/// An upstream that keeps each connection open for `idle` after answering,
+/// then closes it, as an API with a keep-alive timeout does.
+async fn idle_closing_upstream(idle: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(Ok(n)) = tokio::time::timeout(idle, s.read(&mut buf)).await {
+                    if n == 0 {
+                        return;
+                    }
+                    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                    if s.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_pooled_connection_closed_while_idle_is_not_waited_on() {
+    let upstream = idle_closing_upstream(Duration::from_millis(100)).await;
+    // A request stuck on the dead connection would end as a 504 after 3 s.
+    let url = listener(proxy_to(&upstream, Duration::from_secs(3))).await;
+    let client = reqwest::Client::new();
+    for _ in 0..5 {
+        let r = client
+            .get(format!("{url}/latest/meta-data/instance-id"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "ok");
+        // The upstream closes the pooled connection meanwhile.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 use crate::config::{self, ConfigFile};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use meta169_agent::{Agent, AgentSettings, BridgeMode, Upstream};
+use meta169_agent::{Agent, AgentSettings, BridgeMode, Pipelining, Upstream};
 use meta169_ovsdb::{Remote, TlsFiles};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -26,6 +26,8 @@ pub struct AgentSection {
     pub upstream_timeout_seconds: Option<u64>,
     pub upstream_insecure: Option<bool>,
     pub upstream_ca_cert: Option<PathBuf>,
+    /// auto (pipeline once the upstream is meta169 serve), on, off.
+    pub upstream_pipelining: Option<String>,
     pub shared_secret_file: Option<PathBuf>,
     pub haproxy_socket: Option<PathBuf>,
     /// user (0644), group (0664), all (0666), or an octal mode.
@@ -214,6 +216,10 @@ pub fn settings(args: &AgentArgs) -> Result<AgentSettings> {
         timeout: Duration::from_secs(toml.upstream_timeout_seconds.unwrap_or(60)),
         insecure: toml.upstream_insecure.or(neutron.insecure).unwrap_or(false),
         ca_cert: toml.upstream_ca_cert.clone().or(neutron.ca_cert.clone()),
+        pipelining: match toml.upstream_pipelining.as_deref() {
+            None => Pipelining::Auto,
+            Some(text) => text.parse().map_err(anyhow::Error::msg)?,
+        },
     };
     let mut s = AgentSettings::new(sb, ovs, upstream);
     s.sb_more = sb_remotes;
@@ -339,5 +345,34 @@ mod tests {
         assert_eq!(socket_mode(Some("0660")).unwrap(), 0o660);
         assert_eq!(socket_mode(None).unwrap(), 0o644);
         assert!(socket_mode(Some("everyone")).is_err());
+        assert_eq!(s.upstream.pipelining, Pipelining::Auto);
+    }
+
+    #[test]
+    fn upstream_pipelining_comes_from_the_toml_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = |text: &str| {
+            let path = dir.path().join("meta169.toml");
+            std::fs::write(&path, format!("[agent]\n{text}\n")).unwrap();
+            AgentArgs {
+                config: Some(path),
+                neutron_config: None,
+                ovn_sb: None,
+                ovs_db: None,
+                chassis: None,
+                upstream: None,
+                shared_secret_file: None,
+                bridge: None,
+                haproxy_socket: None,
+                status_socket: None,
+            }
+        };
+        let off = settings(&args("upstream_pipelining = \"off\"")).unwrap();
+        assert_eq!(off.upstream.pipelining, Pipelining::Off);
+        let wrong = settings(&args("upstream_pipelining = \"sometimes\""))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(wrong.contains("not one of auto, on, off"), "{wrong}");
     }
 }

@@ -175,14 +175,14 @@ impl Api {
         let mut settings = ApiSettings::default();
         settings.identity.shared_secret = SECRET.to_vec();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
-        let service =
-            Arc::new(MetadataService::new(store, settings, ServerLimits::default()).unwrap());
+        let limits = meta169_api::metadata_listener_limits(&settings, ServerLimits::default());
+        let service = Arc::new(MetadataService::new(store, settings, limits.clone()).unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(server::serve(
             listener,
             metadata_router(service.clone()),
-            ServerLimits::default(),
+            limits,
             std::future::pending(),
         ));
         let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -208,6 +208,7 @@ impl Api {
             timeout: Duration::from_secs(10),
             insecure: false,
             ca_cert: None,
+            pipelining: meta169_agent::Pipelining::Auto,
         }
     }
 
