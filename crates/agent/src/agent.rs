@@ -4,7 +4,7 @@
 //! in-memory index (see [`crate::proxy`]).
 
 use crate::net::Net;
-use crate::proxy::{handle_guest, handle_haproxy, ListenerState, Proxy, Upstream};
+use crate::proxy::{guest_service, handle_haproxy, ListenerState, Proxy, Upstream};
 use crate::sb::{self, NetworkSpec, SbView, NAMESPACE_PREFIX};
 use crate::{netns, ovs, AgentError};
 use axum::Router;
@@ -718,11 +718,10 @@ impl Agent {
             proxy: self.proxy.clone(),
             network_id: Arc::from(network),
         };
-        let router = Router::new().fallback(handle_guest).with_state(state);
         let limits = self.settings.limits.clone();
         Ok(tokio::spawn(meta169_http::serve(
             listener,
-            router,
+            guest_service(state),
             limits,
             std::future::pending(),
         )))

@@ -597,6 +597,16 @@ pub struct ListenerState {
     pub network_id: Arc<str>,
 }
 
+/// The service behind 169.254.169.254:80 in a namespace: [`handle_guest`]
+/// without a router around it (there is nothing to route, and a router's
+/// matching costs on every request).
+pub fn guest_service(state: ListenerState) -> impl meta169_http::Handler {
+    tower::service_fn(move |request: Request| {
+        let state = state.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle_guest(State(state), request).await) }
+    })
+}
+
 /// The handler behind 169.254.169.254:80 in a namespace.
 pub async fn handle_guest(State(state): State<ListenerState>, request: Request) -> Response {
     let Some(peer) = request.extensions().get::<PeerAddr>().map(|p| p.0.ip()) else {

@@ -134,6 +134,7 @@ async fn keepalive_load(
 }
 
 async fn part_a(requests: usize) -> Result<()> {
+    const ROUNDS: usize = 7;
     println!(
         "(a) requests through the agent's proxy vs straight to the API, same client, loopback"
     );
@@ -190,12 +191,10 @@ async fn part_a(requests: usize) -> Result<()> {
             proxy.set_index(index);
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
-            let router = axum::Router::new()
-                .fallback(meta169_agent::proxy::handle_guest)
-                .with_state(meta169_agent::proxy::ListenerState {
-                    proxy,
-                    network_id: Arc::from("bench-net"),
-                });
+            let router = meta169_agent::proxy::guest_service(meta169_agent::proxy::ListenerState {
+                proxy,
+                network_id: Arc::from("bench-net"),
+            });
             tokio::spawn(meta169_http::serve(
                 listener,
                 router,
@@ -217,7 +216,7 @@ async fn part_a(requests: usize) -> Result<()> {
     let (mut direct, mut through) = (Vec::new(), Vec::new());
     let (mut dl, mut tl) = (Vec::new(), Vec::new());
     let (mut direct_cpu, mut through_cpu) = (CpuByThread::default(), CpuByThread::default());
-    for _ in 0..5 {
+    for _ in 0..ROUNDS {
         let before = CpuByThread::now();
         let (r, l) = keepalive_load(api_addr, path, signed.clone(), requests, 16).await?;
         direct_cpu.add_since(&before);
@@ -229,27 +228,36 @@ async fn part_a(requests: usize) -> Result<()> {
         through.push(r);
         tl.extend(l);
     }
+    // Each round's ratio against the direct round just before it, so that
+    // the machine's drift over the run cancels out.
+    let mut ratios: Vec<f64> = through.iter().zip(&direct).map(|(t, d)| t / d).collect();
+    ratios.sort_by(f64::total_cmp);
     direct.sort_by(f64::total_cmp);
     through.sort_by(f64::total_cmp);
     dl.sort_unstable();
     tl.sort_unstable();
     println!(
         "    straight to the API   {:>9.0} req/s   p50 {:>5} us   p99 {:>6} us",
-        direct[2],
+        direct[ROUNDS / 2],
         percentile(&dl, 0.5).as_micros(),
         percentile(&dl, 0.99).as_micros()
     );
     println!(
         "    through the agent     {:>9.0} req/s   p50 {:>5} us   p99 {:>6} us",
-        through[2],
+        through[ROUNDS / 2],
         percentile(&tl, 0.5).as_micros(),
         percentile(&tl, 0.99).as_micros()
     );
     println!(
-        "    ratio {:.2} (agent / direct, median of 5 alternating rounds; target >= 0.50)",
-        through[2] / direct[2]
+        "    ratio {:.2} (agent / direct, median of {ROUNDS} paired rounds: {}; target >= 0.50)",
+        ratios[ROUNDS / 2],
+        ratios
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
-    let total = (5 * requests) as f64;
+    let total = (ROUNDS * requests) as f64;
     for (label, cpu) in [("straight", &direct_cpu), ("through ", &through_cpu)] {
         println!(
             "    CPU per request, {label}: client {:>5.1} us   agent {:>5.1} us   API {:>5.1} us",

@@ -6,7 +6,6 @@
 
 pub mod signing;
 
-use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::future::Future;
@@ -52,10 +51,37 @@ impl Default for ServerLimits {
     }
 }
 
-/// Serve `router` on `listener` until `shutdown` completes.
+/// What a listener hands each request to: an axum [`Router`](axum::Router),
+/// or a plain function made a service with `tower::service_fn` where a
+/// router's matching is not needed (the agent's guest listeners).
+pub trait Handler:
+    tower::Service<
+        http::Request<axum::body::Body>,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> Handler for S where
+    S: tower::Service<
+            http::Request<axum::body::Body>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// Serve `handler` on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    handler: impl Handler,
     limits: ServerLimits,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -82,23 +108,27 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
+        let handler = handler.clone();
         let limits = limits.clone();
         tokio::spawn(async move {
-            serve_connection(TokioIo::new(stream), peer, router, &limits).await;
+            serve_connection(TokioIo::new(stream), peer, handler, &limits).await;
             drop(permit);
         });
     }
 }
 
 /// Serve one accepted connection (TCP or anything else that is a stream).
-pub async fn serve_connection<I>(io: I, peer: SocketAddr, router: Router, limits: &ServerLimits)
-where
+pub async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
+    handler: impl Handler,
+    limits: &ServerLimits,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
         request.extensions_mut().insert(PeerAddr(peer));
-        router.clone().oneshot(request.map(axum::body::Body::new))
+        handler.clone().oneshot(request.map(axum::body::Body::new))
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
