@@ -262,9 +262,10 @@ async fn haproxy_socket_takes_network_and_address_from_headers() {
     );
 }
 
-/// An upstream that answers once per connection and then closes it without
-/// saying so: every pooled connection is dead when next used.
-async fn one_shot_upstream() -> String {
+/// An upstream that answers `answers` requests per connection, each
+/// "ok", and closes the connection without saying so after the last one
+/// or when it has been idle for `idle`.
+async fn closing_upstream(answers: usize, idle: Duration) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
@@ -273,31 +274,10 @@ async fn one_shot_upstream() -> String {
             let (mut s, _) = l.accept().await.unwrap();
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                    .await;
-                // Dropped: closed behind the client's back.
-            });
-        }
-    });
-    url
-}
-
-/// An upstream that keeps each connection open for `idle` after answering,
-/// then closes it, as an API with a keep-alive timeout does.
-async fn idle_closing_upstream(idle: Duration) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    tokio::spawn(async move {
-        loop {
-            let (mut s, _) = l.accept().await.unwrap();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                while let Ok(Ok(n)) = tokio::time::timeout(idle, s.read(&mut buf)).await {
-                    if n == 0 {
-                        return;
+                for _ in 0..answers {
+                    match tokio::time::timeout(idle, s.read(&mut buf)).await {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => return,
                     }
                     let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
                     if s.write_all(answer).await.is_err() {
@@ -310,11 +290,12 @@ async fn idle_closing_upstream(idle: Duration) -> String {
     url
 }
 
-#[tokio::test]
-async fn a_pooled_connection_closed_while_idle_is_not_waited_on() {
-    let upstream = idle_closing_upstream(Duration::from_millis(100)).await;
-    // A request stuck on the dead connection would end as a 504 after 3 s.
-    let url = listener(proxy_to(&upstream, Duration::from_secs(3))).await;
+/// Five guest requests through a proxy to `upstream`, `pause` apart (time
+/// for the upstream to close the connection the proxy pooled): each must
+/// get the upstream's "ok". A request stuck on a dead connection would end
+/// as a 504 after the 3 s upstream timeout.
+async fn five_requests_answered(upstream: &str, pause: Duration) {
+    let url = listener(proxy_to(upstream, Duration::from_secs(3))).await;
     let client = reqwest::Client::new();
     for _ in 0..5 {
         let r = client
@@ -324,25 +305,20 @@ async fn a_pooled_connection_closed_while_idle_is_not_waited_on() {
             .unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(r.text().await.unwrap(), "ok");
-        // The upstream closes the pooled connection meanwhile.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(pause).await;
     }
 }
 
 #[tokio::test]
+async fn a_pooled_connection_closed_while_idle_is_not_waited_on() {
+    // A keep-alive timeout: pooled connections die while idle.
+    let upstream = closing_upstream(usize::MAX, Duration::from_millis(100)).await;
+    five_requests_answered(&upstream, Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
 async fn a_pooled_connection_the_api_closed_is_retried_on_a_new_one() {
-    let upstream = one_shot_upstream().await;
-    let url = listener(proxy_to(&upstream, Duration::from_secs(5))).await;
-    let client = reqwest::Client::new();
-    for _ in 0..5 {
-        let r = client
-            .get(format!("{url}/latest/meta-data/instance-id"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        assert_eq!(r.text().await.unwrap(), "ok");
-        // Give the upstream time to close the connection the proxy pooled.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // One answer per connection: every pooled connection is dead when next used.
+    let upstream = closing_upstream(1, Duration::from_secs(10)).await;
+    five_requests_answered(&upstream, Duration::from_millis(50)).await;
 }
