@@ -52,6 +52,9 @@ pub struct AgentSettings {
     pub sb_cfg_max_delay: Duration,
     /// A full re-check of everything this often, besides every change.
     pub resync_interval: Duration,
+    /// Per-guest request rate limits (Neutron's `[metadata_rate_limiting]`);
+    /// none by default, as in Neutron.
+    pub rate_limits: Option<crate::RateLimits>,
 }
 
 impl AgentSettings {
@@ -70,6 +73,7 @@ impl AgentSettings {
             ipv6: true,
             sb_cfg_max_delay: Duration::from_secs(3),
             resync_interval: Duration::from_secs(60),
+            rate_limits: None,
         }
     }
 }
@@ -224,10 +228,12 @@ impl Agent {
             (BridgeMode::Ovs(None), Some(r)) => ovs::integration_bridge(r),
             (BridgeMode::Ovs(None), None) => "br-int".into(),
         };
-        let proxy = Arc::new(
-            Proxy::new(&settings.upstream)
-                .map_err(|e| AgentError::Config(format!("upstream client: {e}")))?,
-        );
+        let mut proxy = Proxy::new(&settings.upstream)
+            .map_err(|e| AgentError::Config(format!("upstream client: {e}")))?;
+        if let Some(limits) = &settings.rate_limits {
+            proxy = proxy.with_rate_limits(limits.clone());
+        }
+        let proxy = Arc::new(proxy);
         let remotes = std::iter::once(settings.sb.clone())
             .chain(settings.sb_more.iter().cloned())
             .collect();

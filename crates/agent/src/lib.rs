@@ -11,11 +11,13 @@ pub mod netns;
 pub mod ovs;
 pub mod pipeline;
 pub mod proxy;
+pub mod ratelimit;
 pub mod sb;
 pub mod status;
 
 pub use agent::{Agent, AgentSettings, BridgeMode};
 pub use proxy::{Pipelining, Upstream};
+pub use ratelimit::RateLimits;
 
 /// The runtime the agent runs on: one thread. Its work is system calls
 /// (guest sockets, the upstream, netlink, OVSDB); with more threads each

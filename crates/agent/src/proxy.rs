@@ -3,6 +3,7 @@
 //! and relay the answer with the statuses Neutron's agent gives.
 
 use crate::pipeline::{LaneError, Pipeline};
+use crate::ratelimit::{Admission, RateLimiter, RateLimits};
 use crate::sb::{Index, Target};
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -33,6 +34,7 @@ pub struct Proxy {
     upstream: String,
     secret: Vec<u8>,
     timeout: Duration,
+    rate_limiter: Option<RateLimiter>,
 }
 
 /// The upstream metadata API (meta169 serve or Nova).
@@ -107,7 +109,15 @@ impl Proxy {
             upstream: upstream.url.trim_end_matches('/').to_string(),
             secret: upstream.shared_secret.clone(),
             timeout: upstream.timeout,
+            rate_limiter: None,
         })
+    }
+
+    /// Refuse guests over these request rates with 429, as Neutron's
+    /// haproxy does when rate limiting is enabled.
+    pub fn with_rate_limits(mut self, limits: RateLimits) -> Proxy {
+        self.rate_limiter = Some(RateLimiter::new(limits));
+        self
     }
 
     /// Publish a new index (after a Southbound change).
@@ -612,6 +622,19 @@ pub async fn handle_guest(State(state): State<ListenerState>, request: Request) 
     let Some(peer) = request.extensions().get::<PeerAddr>().map(|p| p.0.ip()) else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "No peer address.");
     };
+    if let Some(limiter) = &state.proxy.rate_limiter {
+        if let Admission::Refused { first } =
+            limiter.admit(&state.network_id, peer, std::time::Instant::now())
+        {
+            if first {
+                tracing::info!(network = %state.network_id, %peer, "guest over the metadata request rate limit: answering 429 until it slows down");
+            }
+            return error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "You have sent too many requests in a given amount of time.",
+            );
+        }
+    }
     match state.proxy.lookup(&state.network_id, peer) {
         Some(target) => state.proxy.forward(request, &target, peer).await,
         None => {

@@ -8,7 +8,7 @@ use axum::routing::any;
 use common::{Api, SECRET};
 use meta169_agent::proxy::{handle_guest, handle_haproxy, ListenerState, Proxy};
 use meta169_agent::sb::{Index, Target};
-use meta169_agent::Upstream;
+use meta169_agent::{RateLimits, Upstream};
 use meta169_http::ServerLimits;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -17,7 +17,11 @@ use std::time::Duration;
 const NET: &str = "net-proxy";
 
 fn proxy_to(url: &str, timeout: Duration) -> Arc<Proxy> {
-    let proxy = Proxy::new(&Upstream {
+    proxy_with(url, timeout, None)
+}
+
+fn proxy_with(url: &str, timeout: Duration, limits: Option<RateLimits>) -> Arc<Proxy> {
+    let mut proxy = Proxy::new(&Upstream {
         url: url.into(),
         shared_secret: SECRET.to_vec(),
         timeout,
@@ -26,6 +30,9 @@ fn proxy_to(url: &str, timeout: Duration) -> Arc<Proxy> {
         pipelining: meta169_agent::Pipelining::Auto,
     })
     .unwrap();
+    if let Some(limits) = limits {
+        proxy = proxy.with_rate_limits(limits);
+    }
     let mut index = Index::default();
     let loopback: IpAddr = "127.0.0.1".parse().unwrap();
     index.insert(
@@ -167,6 +174,33 @@ async fn upstream_failures_get_neutrons_statuses() {
         504
     );
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn guests_over_the_rate_limit_get_429_with_a_body() {
+    let api = Api::start().await;
+    api.add("inst-1", "proj-1", "limited").await;
+    let limits = RateLimits {
+        base_limit: 5,
+        burst_window: Duration::from_secs(1),
+        burst_limit: 5,
+        ..RateLimits::default()
+    };
+    let url = listener(proxy_with(&api.url, Duration::from_secs(5), Some(limits))).await;
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        let r = client
+            .get(format!("{url}/latest/meta-data/hostname"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            assert!(r.text().await.unwrap().contains("too many requests"));
+        }
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429]);
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 use crate::config::{self, ConfigFile};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use meta169_agent::{Agent, AgentSettings, BridgeMode, Pipelining, Upstream};
+use meta169_agent::{Agent, AgentSettings, BridgeMode, Pipelining, RateLimits, Upstream};
 use meta169_ovsdb::{Remote, TlsFiles};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -34,6 +34,91 @@ pub struct AgentSection {
     pub haproxy_socket_mode: Option<String>,
     pub status_socket: Option<PathBuf>,
     pub ipv6: Option<bool>,
+    /// Neutron's `[metadata_rate_limiting]`, same key names.
+    pub rate_limit: RateLimitSection,
+}
+
+/// Per-guest request rate limits; keys as in Neutron's
+/// `[metadata_rate_limiting]` (durations in seconds).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSection {
+    pub rate_limit_enabled: Option<bool>,
+    pub ip_versions: Option<Vec<u8>>,
+    pub base_window_duration: Option<u64>,
+    pub base_query_rate_limit: Option<u32>,
+    pub burst_window_duration: Option<u64>,
+    pub burst_query_rate_limit: Option<u32>,
+}
+
+impl RateLimitSection {
+    /// Each key from `self`, else from `fallback`.
+    fn or(&self, fallback: &RateLimitSection) -> RateLimitSection {
+        RateLimitSection {
+            rate_limit_enabled: self.rate_limit_enabled.or(fallback.rate_limit_enabled),
+            ip_versions: self.ip_versions.clone().or(fallback.ip_versions.clone()),
+            base_window_duration: self.base_window_duration.or(fallback.base_window_duration),
+            base_query_rate_limit: self
+                .base_query_rate_limit
+                .or(fallback.base_query_rate_limit),
+            burst_window_duration: self
+                .burst_window_duration
+                .or(fallback.burst_window_duration),
+            burst_query_rate_limit: self
+                .burst_query_rate_limit
+                .or(fallback.burst_query_rate_limit),
+        }
+    }
+
+    /// The limits, if enabled; Neutron's defaults for keys not given.
+    fn limits(&self) -> Result<Option<RateLimits>> {
+        if !self.rate_limit_enabled.unwrap_or(false) {
+            return Ok(None);
+        }
+        let defaults = RateLimits::default();
+        let versions = self.ip_versions.clone().unwrap_or_else(|| vec![4]);
+        if versions.is_empty() || versions.iter().any(|v| *v != 4 && *v != 6) {
+            bail!("rate limit ip_versions {versions:?}: list 4, 6 or both");
+        }
+        let seconds = |value: Option<u64>, default: Duration, key: &str| -> Result<Duration> {
+            match value {
+                None => Ok(default),
+                Some(0) => bail!("rate limit {key} must be at least 1 second"),
+                Some(s) => Ok(Duration::from_secs(s)),
+            }
+        };
+        let count = |value: Option<u32>, default: u32, key: &str| -> Result<u32> {
+            match value {
+                None => Ok(default),
+                Some(0) => bail!("rate limit {key} must be at least 1 request"),
+                Some(n) => Ok(n),
+            }
+        };
+        Ok(Some(RateLimits {
+            base_window: seconds(
+                self.base_window_duration,
+                defaults.base_window,
+                "base_window_duration",
+            )?,
+            base_limit: count(
+                self.base_query_rate_limit,
+                defaults.base_limit,
+                "base_query_rate_limit",
+            )?,
+            burst_window: seconds(
+                self.burst_window_duration,
+                defaults.burst_window,
+                "burst_window_duration",
+            )?,
+            burst_limit: count(
+                self.burst_query_rate_limit,
+                defaults.burst_limit,
+                "burst_query_rate_limit",
+            )?,
+            ipv4: versions.contains(&4),
+            ipv6: versions.contains(&6),
+        }))
+    }
 }
 
 pub const DEFAULT_SB: &str = "tcp:127.0.0.1:6642";
@@ -89,6 +174,7 @@ pub struct NeutronIni {
     pub ovn_sb: Option<String>,
     pub tls: TlsFiles,
     pub ovs_db: Option<String>,
+    pub rate_limit: RateLimitSection,
 }
 
 /// Read the keys of `neutron_ovn_metadata_agent.ini` meta169 understands.
@@ -138,6 +224,41 @@ pub fn read_neutron_ini(path: &Path) -> Result<NeutronIni> {
             ca_cert: get(Some("ovn"), "ovn_sb_ca_cert").map(PathBuf::from),
         },
         ovs_db: get(Some("ovs"), "ovsdb_connection"),
+        rate_limit: neutron_rate_limit(&|key| get(Some("metadata_rate_limiting"), key))?,
+    })
+}
+
+/// `[metadata_rate_limiting]` of Neutron's ini (oslo.config's spellings:
+/// True/False, `4,6`).
+fn neutron_rate_limit(get: &dyn Fn(&str) -> Option<String>) -> Result<RateLimitSection> {
+    fn number<T: std::str::FromStr>(key: &str, text: Option<String>) -> Result<Option<T>> {
+        text.map(|t| {
+            t.parse::<T>().map_err(|_| {
+                anyhow::anyhow!("[metadata_rate_limiting] {key} = {t:?} is not a number")
+            })
+        })
+        .transpose()
+    }
+    let versions = get("ip_versions")
+        .map(|text| {
+            text.split(',')
+                .map(|v| {
+                    v.trim().parse::<u8>().map_err(|_| {
+                        anyhow::anyhow!(
+                            "[metadata_rate_limiting] ip_versions = {text:?}: list 4, 6 or both"
+                        )
+                    })
+                })
+                .collect::<Result<Vec<u8>>>()
+        })
+        .transpose()?;
+    Ok(RateLimitSection {
+        rate_limit_enabled: get("rate_limit_enabled").map(|v| v.eq_ignore_ascii_case("true")),
+        ip_versions: versions,
+        base_window_duration: number("base_window_duration", get("base_window_duration"))?,
+        base_query_rate_limit: number("base_query_rate_limit", get("base_query_rate_limit"))?,
+        burst_window_duration: number("burst_window_duration", get("burst_window_duration"))?,
+        burst_query_rate_limit: number("burst_query_rate_limit", get("burst_query_rate_limit"))?,
     })
 }
 
@@ -242,6 +363,7 @@ pub fn settings(args: &AgentArgs) -> Result<AgentSettings> {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATUS_SOCKET)),
     );
     s.ipv6 = toml.ipv6.unwrap_or(true);
+    s.rate_limits = toml.rate_limit.or(&neutron.rate_limit).limits()?;
     Ok(s)
 }
 
@@ -294,7 +416,8 @@ mod tests {
             "[DEFAULT]\nnova_metadata_host = 10.1.2.3\nnova_metadata_port = 8775\nnova_metadata_protocol = https\n\
              metadata_proxy_shared_secret = s3cret\nnova_metadata_insecure = True\nstate_path = /var/lib/neutron\n\
              metadata_proxy_socket = $state_path/metadata_proxy\n\n[ovs]\novsdb_connection = unix:/run/openvswitch/db.sock\n\n\
-             [ovn]\novn_sb_connection = ssl:10.0.0.1:6642,ssl:10.0.0.2:6642\novn_sb_private_key = /etc/k.pem\n",
+             [ovn]\novn_sb_connection = ssl:10.0.0.1:6642,ssl:10.0.0.2:6642\novn_sb_private_key = /etc/k.pem\n\n\
+             [metadata_rate_limiting]\nrate_limit_enabled = True\nip_versions = 4,6\nbase_query_rate_limit = 30\n",
         )
         .unwrap();
         let ini = read_neutron_ini(&path).unwrap();
@@ -346,6 +469,14 @@ mod tests {
         assert_eq!(socket_mode(None).unwrap(), 0o644);
         assert!(socket_mode(Some("everyone")).is_err());
         assert_eq!(s.upstream.pipelining, Pipelining::Auto);
+        assert_eq!(
+            s.rate_limits,
+            Some(RateLimits {
+                base_limit: 30,
+                ipv6: true,
+                ..RateLimits::default()
+            })
+        );
     }
 
     #[test]
@@ -369,10 +500,54 @@ mod tests {
         };
         let off = settings(&args("upstream_pipelining = \"off\"")).unwrap();
         assert_eq!(off.upstream.pipelining, Pipelining::Off);
+        assert_eq!(off.rate_limits, None, "no rate limits unless enabled");
         let wrong = settings(&args("upstream_pipelining = \"sometimes\""))
             .err()
             .unwrap()
             .to_string();
         assert!(wrong.contains("not one of auto, on, off"), "{wrong}");
+    }
+
+    #[test]
+    fn rate_limits_take_neutrons_keys_and_refuse_nonsense() {
+        let section = |text: &str| -> RateLimitSection {
+            let file: ConfigFile = toml::from_str(&format!("[agent.rate_limit]\n{text}")).unwrap();
+            file.agent.rate_limit
+        };
+        let limits = section(
+            "rate_limit_enabled = true\nburst_window_duration = 2\nburst_query_rate_limit = 4",
+        )
+        .limits()
+        .unwrap()
+        .unwrap();
+        assert_eq!(limits.burst_window, Duration::from_secs(2));
+        assert_eq!((limits.burst_limit, limits.base_limit), (4, 10));
+        assert!((limits.ipv4, limits.ipv6) == (true, false));
+        for bad in [
+            "rate_limit_enabled = true\nip_versions = [5]",
+            "rate_limit_enabled = true\nip_versions = []",
+            "rate_limit_enabled = true\nbase_window_duration = 0",
+            "rate_limit_enabled = true\nburst_query_rate_limit = 0",
+        ] {
+            assert!(section(bad).limits().is_err(), "{bad}");
+        }
+        // The TOML file wins key by key over Neutron's ini.
+        let ini = RateLimitSection {
+            rate_limit_enabled: Some(true),
+            base_query_rate_limit: Some(50),
+            ..RateLimitSection::default()
+        };
+        let merged = section("base_query_rate_limit = 7")
+            .or(&ini)
+            .limits()
+            .unwrap()
+            .unwrap();
+        assert_eq!(merged.base_limit, 7);
+        let junk = |key: &str, value: &str| {
+            let (key, value) = (key.to_string(), value.to_string());
+            neutron_rate_limit(&move |k| (k == key).then(|| value.clone()))
+        };
+        assert!(junk("ip_versions", "4,x").is_err());
+        assert!(junk("base_window_duration", "ten").is_err());
     }
 }

@@ -247,6 +247,32 @@ mod tests {
     }
 
     #[test]
+    fn every_commented_example_key_exists() {
+        // Uncomment the example settings ("# key = value", "# [table]"),
+        // leave the prose: unknown keys are refused, so a documented key
+        // that does not exist fails here.
+        let text: String = include_str!("../../../docs/meta169.example.toml")
+            .lines()
+            .map(|line| {
+                let rest = line.strip_prefix("# ").unwrap_or("");
+                let is_table = rest.starts_with('[') && rest.ends_with(']') && !rest.contains(' ');
+                let is_setting = is_table
+                    || rest.split_once(" = ").is_some_and(|(key, _)| {
+                        key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    });
+                if is_setting {
+                    format!("{rest}\n")
+                } else {
+                    format!("{line}\n")
+                }
+            })
+            .collect();
+        let config: ConfigFile = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(config.agent.rate_limit.rate_limit_enabled, Some(true));
+        assert_eq!(config.agent.upstream_pipelining.as_deref(), Some("auto"));
+    }
+
+    #[test]
     fn typos_are_reported() {
         let err = toml::from_str::<ConfigFile>("[serve]\nlisen = \"x\"\n").unwrap_err();
         assert!(err.to_string().contains("unknown field `lisen`"), "{err}");
