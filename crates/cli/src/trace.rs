@@ -77,20 +77,33 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     let network = args.network.trim_start_matches("neutron-").to_string();
     println!("meta169 trace: network {network}, address {}\n", args.ip);
 
-    // 1. The Southbound: datapath, port, binding, metadata port.
-    let rpc = match Rpc::connect(&s.sb).await {
-        Ok((rpc, _)) => {
-            report.ok(&format!("OVN Southbound reachable at {}", s.sb));
-            Some(rpc)
+    // 1. The Southbound (the first member of a cluster that answers):
+    //    datapath, port, binding, metadata port.
+    let mut rpc = None;
+    let mut unreachable = Vec::new();
+    for remote in std::iter::once(&s.sb).chain(&s.sb_more) {
+        match Rpc::connect(remote).await {
+            Ok((connected, _)) => {
+                for (other, why) in &unreachable {
+                    report.note(&format!("OVN Southbound member {other} unreachable: {why}"));
+                }
+                report.ok(&format!("OVN Southbound reachable at {remote}"));
+                rpc = Some(connected);
+                break;
+            }
+            Err(e) => unreachable.push((remote.to_string(), e.to_string())),
         }
-        Err(e) => {
-            report.fail(
-                &format!("OVN Southbound at {}: {e}", s.sb),
-                "check [ovn] ovn_sb_connection / --ovn-sb and that ovsdb-server listens there",
-            );
-            None
-        }
-    };
+    }
+    if rpc.is_none() {
+        let tried: Vec<String> = unreachable
+            .iter()
+            .map(|(remote, why)| format!("{remote}: {why}"))
+            .collect();
+        report.fail(
+            &format!("OVN Southbound unreachable ({})", tried.join("; ")),
+            "check [ovn] ovn_sb_connection / --ovn-sb and that ovsdb-server listens there",
+        );
+    }
     let mut metadata_port: Option<String> = None;
     if let Some(rpc) = &rpc {
         let dps = rows(&rpc

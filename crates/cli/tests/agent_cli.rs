@@ -111,7 +111,8 @@ fn agent_process_serves_and_trace_explains() {
         meta169_testkit::read_log(&dir.path().join("agent.log"))
     );
 
-    let trace = |ip_addr: &str| {
+    // `sb`: the --ovn-sb list trace is given instead of the agent's.
+    let trace_with_sb = |ip_addr: &str, sb: &str| {
         let mut args = vec![
             "trace".to_string(),
             "--network".into(),
@@ -120,6 +121,8 @@ fn agent_process_serves_and_trace_explains() {
             ip_addr.into(),
         ];
         args.extend(agent_args.iter().cloned());
+        assert_eq!(args[5], "--ovn-sb");
+        args[6] = sb.to_string();
         let out = Command::new(BIN)
             .args(&args)
             .env("RUST_LOG", "warn")
@@ -130,6 +133,7 @@ fn agent_process_serves_and_trace_explains() {
             String::from_utf8_lossy(&out.stdout).into_owned(),
         )
     };
+    let trace = |ip_addr: &str| trace_with_sb(ip_addr, &sb.remote());
     let (ok, text) = trace("10.0.0.5");
     assert!(ok, "{text}");
     for step in [
@@ -151,6 +155,17 @@ fn agent_process_serves_and_trace_explains() {
         "{text}"
     );
     assert!(text.contains("the agent's index has no entry"), "{text}");
+    // A cluster whose first member is down: trace goes on with the next.
+    let dead = format!("unix:{}", dir.path().join("no-such.sock").display());
+    let (ok, text) = trace_with_sb("10.0.0.5", &format!("{dead},{}", sb.remote()));
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(&format!("[info] OVN Southbound member {dead} unreachable")),
+        "{text}"
+    );
+    let (ok, text) = trace_with_sb("10.0.0.5", &dead);
+    assert!(!ok);
+    assert!(text.contains("[FAIL] OVN Southbound unreachable"), "{text}");
 
     agent.stop();
     // The agent leaves its namespaces for the next start to adopt; this test removes them.
