@@ -544,7 +544,13 @@ impl Agent {
                     format!("creating namespace {ns}: {e}"),
                 ))
             })?;
-        let inside = Net::inside(&ns).map_err(AgentError::Netlink)?;
+        // Entering the namespace blocks a thread for a moment; not the
+        // one serving guests.
+        let ns_name = ns.clone();
+        let inside = tokio::task::spawn_blocking(move || Net::inside(&ns_name))
+            .await
+            .map_err(|e| AgentError::Netlink(std::io::Error::other(e.to_string())))?
+            .map_err(AgentError::Netlink)?;
         let inner_link = match inside.link(&inner).await.map_err(AgentError::Netlink)? {
             Some(link) => link,
             None => {
