@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 /// Requests outstanding on one lane before another lane is opened: a slow
 /// answer delays at most this many others.
@@ -35,6 +36,8 @@ pub const MAX_LANES: usize = 64;
 const MAX_ANSWER_HEAD_BYTES: usize = 64 * 1024;
 /// Answer headers parsed.
 const MAX_ANSWER_HEADERS: usize = 64;
+/// Shortest period between checks for overdue answers.
+const MIN_CHECK_PERIOD: Duration = Duration::from_millis(100);
 
 /// Status, `Content-Type` and body of an answer.
 pub type Answer = (StatusCode, Option<HeaderValue>, Bytes);
@@ -73,16 +76,21 @@ pub struct Pipeline {
     /// Cleared when the upstream answers in a way lanes cannot follow.
     usable: AtomicBool,
     max_body_bytes: usize,
+    answer_timeout: Duration,
 }
 
 impl Pipeline {
-    pub fn new(authority: &str, max_body_bytes: usize) -> Pipeline {
+    /// Lanes to `authority`; one whose oldest request has waited
+    /// `answer_timeout` for its answer is given up (a frozen API must not
+    /// hold requests, nor the memory of their queue, forever).
+    pub fn new(authority: &str, max_body_bytes: usize, answer_timeout: Duration) -> Pipeline {
         Pipeline {
             authority: authority.to_string(),
             connect_timeout: Duration::from_secs(5),
             lanes: Mutex::new(Vec::new()),
             usable: AtomicBool::new(true),
             max_body_bytes,
+            answer_timeout,
         }
     }
 
@@ -155,17 +163,15 @@ impl Pipeline {
         };
         let (outstanding, ended) = (lane.outstanding.clone(), lane.ended.clone());
         let pipeline = Arc::downgrade(self);
-        let (authority, connect_timeout, max_body) = (
-            self.authority.clone(),
-            self.connect_timeout,
-            self.max_body_bytes,
-        );
+        let (authority, connect_timeout) = (self.authority.clone(), self.connect_timeout);
+        let (max_body, answer_timeout) = (self.max_body_bytes, self.answer_timeout);
         tokio::spawn(async move {
             let mut run = LaneRun {
                 queue,
                 waiting: VecDeque::new(),
                 outstanding,
                 max_body,
+                answer_timeout,
             };
             let end = run.drive(&authority, connect_timeout).await;
             ended.store(true, Ordering::Relaxed);
@@ -199,10 +205,12 @@ enum LaneEnd {
 
 struct LaneRun {
     queue: mpsc::UnboundedReceiver<Job>,
-    /// Repliers of requests written and not yet answered, oldest first.
-    waiting: VecDeque<oneshot::Sender<Result<Answer, LaneError>>>,
+    /// Repliers of requests written and not yet answered, with when they
+    /// were written, oldest first.
+    waiting: VecDeque<(Instant, oneshot::Sender<Result<Answer, LaneError>>)>,
     outstanding: Arc<AtomicUsize>,
     max_body: usize,
+    answer_timeout: Duration,
 }
 
 impl LaneRun {
@@ -216,8 +224,24 @@ impl LaneRun {
         let (mut reader, mut writer) = stream.into_split();
         let mut received = BytesMut::with_capacity(16 * 1024);
         let mut batch = BytesMut::with_capacity(4 * 1024);
+        // One timer for the lane's life, checked a few times per timeout,
+        // rather than a timer per request or per batch.
+        let mut check = tokio::time::interval((self.answer_timeout / 4).max(MIN_CHECK_PERIOD));
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = check.tick(), if !self.waiting.is_empty() => {
+                    let overdue = self
+                        .waiting
+                        .front()
+                        .is_some_and(|(sent, _)| sent.elapsed() >= self.answer_timeout);
+                    if overdue {
+                        return Err(LaneEnd::Broken(format!(
+                            "the metadata API did not answer in {:?}",
+                            self.answer_timeout
+                        )));
+                    }
+                }
                 job = self.queue.recv() => {
                     let Some(job) = job else { return Ok(()) };
                     self.take(job, &mut batch);
@@ -252,11 +276,11 @@ impl LaneRun {
 
     fn take(&mut self, job: Job, batch: &mut BytesMut) {
         batch.extend_from_slice(&job.head);
-        self.waiting.push_back(job.reply);
+        self.waiting.push_back((Instant::now(), job.reply));
     }
 
     fn answer(&mut self, result: Result<Answer, LaneError>) {
-        if let Some(reply) = self.waiting.pop_front() {
+        if let Some((_, reply)) = self.waiting.pop_front() {
             self.outstanding.fetch_sub(1, Ordering::Relaxed);
             // The guest may have given up (timeout): nothing to do then.
             let _ = reply.send(result);
@@ -291,7 +315,7 @@ impl LaneRun {
     fn fail_all(&mut self, error: impl Fn() -> LaneError) {
         self.queue.close();
         while let Ok(job) = self.queue.try_recv() {
-            self.waiting.push_back(job.reply);
+            self.waiting.push_back((Instant::now(), job.reply));
         }
         while !self.waiting.is_empty() {
             self.answer(Err(error()));

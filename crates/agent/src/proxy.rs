@@ -454,7 +454,11 @@ impl UpstreamClient {
                 format!("{authority}:80")
             };
             let pipeline = PipelineUse {
-                pipeline: Arc::new(Pipeline::new(&authority, MAX_UPSTREAM_BODY_BYTES)),
+                pipeline: Arc::new(Pipeline::new(
+                    &authority,
+                    MAX_UPSTREAM_BODY_BYTES,
+                    upstream.timeout,
+                )),
                 mode: upstream.pipelining,
                 active: (upstream.pipelining == Pipelining::On).into(),
             };

@@ -334,3 +334,45 @@ async fn auto_mode_pipelines_only_to_meta169() {
     assert!(!auto_nova.pipelining());
     assert!(!off.pipelining());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lane_to_an_api_that_never_answers_is_given_up() {
+    use tokio::io::AsyncReadExt;
+    // Reads requests, never answers, counts the connections the agent closes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let closed = Arc::new(AtomicUsize::new(0));
+    let counter = closed.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                counter.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+    });
+    let mut frozen = upstream(&url, Pipelining::On);
+    frozen.timeout = Duration::from_secs(1);
+    let (_proxy, addr) = agent(frozen, 1);
+    let (status, _) = tokio::task::spawn_blocking(move || get(guest(0), addr, "/openstack"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 504);
+    // The lane holding the request lets go of its connection.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while closed.load(Ordering::Relaxed) == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        closed.load(Ordering::Relaxed) >= 1,
+        "the lane kept its connection"
+    );
+}
