@@ -10,7 +10,6 @@ use meta169_agent::proxy::{handle_guest, ListenerState, Proxy};
 use meta169_agent::sb::{Index, Target};
 use meta169_agent::{Pipelining, Upstream};
 use meta169_http::ServerLimits;
-use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -82,37 +81,14 @@ fn upstream(url: &str, pipelining: Pipelining) -> Upstream {
 
 /// One GET from `source` on a fresh connection: status and body.
 fn get(source: Ipv4Addr, target: SocketAddr, path: &str) -> Result<(u16, String), String> {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-        .map_err(|e| e.to_string())?;
-    socket
-        .bind(&SocketAddr::from((source, 0)).into())
-        .map_err(|e| format!("bind {source}: {e}"))?;
-    socket
-        .connect_timeout(&target.into(), Duration::from_secs(5))
-        .map_err(|e| format!("connect: {e}"))?;
-    let mut stream: std::net::TcpStream = socket.into();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n"
+    meta169_testkit::http_get_from(
+        source.into(),
+        target,
+        path,
+        Duration::from_secs(5),
+        Duration::from_secs(10),
     )
-    .map_err(|e| e.to_string())?;
-    let mut answer = Vec::new();
-    stream
-        .read_to_end(&mut answer)
-        .map_err(|e| format!("{path}: reading the answer: {e}"))?;
-    let text = String::from_utf8_lossy(&answer).to_string();
-    let status = text
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("{path}: no status in {text:?}"))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
+    .map_err(|e| format!("{path}: {e}"))
 }
 
 /// `guests` guests, `threads` at a time, each asking `paths` on fresh

@@ -551,22 +551,14 @@ fn get_from_within(
     path: &str,
     connect_timeout: Duration,
 ) -> std::io::Result<u16> {
-    use std::io::{Read, Write};
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-    socket.bind(&SocketAddr::from((source, 0)).into())?;
-    socket.connect_timeout(&target.into(), connect_timeout)?;
-    let mut stream: std::net::TcpStream = socket.into();
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n"
+    let (status, _) = meta169_testkit::http_get_from(
+        source.into(),
+        target,
+        path,
+        connect_timeout,
+        Duration::from_secs(5),
     )?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer)?;
-    Ok(std::str::from_utf8(answer.get(9..12).unwrap_or(b"000"))
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0))
+    Ok(status)
 }
 
 async fn part_b(bindings: usize) -> Result<()> {

@@ -97,6 +97,41 @@ pub fn wait_for_tcp(addr: SocketAddr, timeout: Duration) -> bool {
 }
 
 /// Wait until `probe` returns true.
+/// One HTTP GET (`Connection: close`) on a fresh connection from `source`,
+/// any local address (a namespace's, or one of loopback's 127/8): the
+/// status (0 when the answer has none) and the body.
+pub fn http_get_from(
+    source: std::net::IpAddr,
+    target: SocketAddr,
+    path: &str,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+) -> std::io::Result<(u16, String)> {
+    use std::io::Write;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(target),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    socket.connect_timeout(&target.into(), connect_timeout)?;
+    let mut stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(read_timeout))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    let text = String::from_utf8_lossy(&answer);
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
 pub fn wait_until(timeout: Duration, mut probe: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
