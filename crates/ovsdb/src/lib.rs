@@ -10,6 +10,7 @@
 //! schema's column types ([`schema`]).
 
 pub mod datum;
+pub mod framing;
 mod monitor;
 mod remote;
 mod rpc;

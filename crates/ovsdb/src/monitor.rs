@@ -80,6 +80,13 @@ pub struct Replica {
     pub generation: u64,
     /// Increases with every (re)connection's full snapshot.
     pub snapshots: u64,
+    /// The conditions whose rows this replica holds, by table: those of the
+    /// snapshot, then of each `monitor_cond_change` the server acknowledged,
+    /// recorded once the rows it brought are applied.
+    conditions: HashMap<String, Vec<Value>>,
+    /// Monitored with plain `monitor` (a server without `monitor_cond`):
+    /// every row arrives, whatever the conditions.
+    unconditional: bool,
 }
 
 impl Replica {
@@ -98,6 +105,30 @@ impl Replica {
 
     pub fn is_empty(&self) -> bool {
         self.tables.values().all(HashMap::is_empty)
+    }
+
+    /// Does this replica hold every row of `table` that `clauses` select?
+    /// A reader that derives a table's conditions from the rows it has
+    /// knows its picture is whole when this holds for what it derived.
+    pub fn reflects_conditions(&self, table: &str, clauses: &[Value]) -> bool {
+        self.unconditional
+            || self
+                .conditions
+                .get(table)
+                .is_some_and(|c| c.as_slice() == clauses)
+    }
+
+    /// Apply an `update2` (or, with `version2` false, an `update`)
+    /// table-updates object: what the monitor does with each notification,
+    /// public so recorded notifications can be played back.
+    pub fn apply_update(&mut self, schema: &Schema, updates: &Value, version2: bool) {
+        apply(self, schema, updates, version2);
+    }
+
+    /// Record that the rows of `clauses` on `table` are now applied (the
+    /// server acknowledged the condition, and its updates are in).
+    pub fn record_conditions(&mut self, table: &str, clauses: Vec<Value>) {
+        self.conditions.insert(table.to_string(), clauses);
     }
 }
 
@@ -300,6 +331,31 @@ fn apply(replica: &mut Replica, schema: &Schema, updates: &Value, version2: bool
     }
 }
 
+/// Apply `first` and every notification already queued behind it; whether
+/// any changed the replica.
+fn apply_notifications(
+    replica: &mut Replica,
+    schema: &Schema,
+    first: Notification,
+    queued: &mut mpsc::UnboundedReceiver<Notification>,
+) -> bool {
+    let mut changed = false;
+    let mut next = Some(first);
+    while let Some(Notification { method, params }) = next {
+        let version2 = match method.as_str() {
+            "update" => Some(false),
+            "update2" => Some(true),
+            _ => None,
+        };
+        if let (Some(version2), Some(updates)) = (version2, params.get(1)) {
+            apply(replica, schema, updates, version2);
+            changed = true;
+        }
+        next = queued.try_recv().ok();
+    }
+    changed
+}
+
 async fn run(
     remotes: Vec<Remote>,
     options: MonitorOptions,
@@ -390,7 +446,11 @@ async fn session(
         Err(e) => return Err(e),
     };
     // A fresh snapshot replaces everything: nothing stale, nothing twice.
-    let mut replica = Replica::default();
+    let mut replica = Replica {
+        conditions: conditions.clone(),
+        unconditional: !version2,
+        ..Replica::default()
+    };
     apply(&mut replica, &schema, &initial, version2);
     *snapshots += 1;
     replica.snapshots = *snapshots;
@@ -413,23 +473,7 @@ async fn session(
         tokio::select! {
             note = notes.recv() => {
                 let Some(note) = note else { return Ok(()) };
-                let mut batch = vec![note];
-                while let Ok(more) = notes.try_recv() {
-                    batch.push(more);
-                }
-                let mut changed = false;
-                for Notification { method, params } in batch {
-                    let version2 = match method.as_str() {
-                        "update" => false,
-                        "update2" => true,
-                        _ => continue,
-                    };
-                    if let Some(updates) = params.get(1) {
-                        apply(&mut replica, &schema, updates, version2);
-                        changed = true;
-                    }
-                }
-                if changed {
+                if apply_notifications(&mut replica, &schema, note, &mut notes) {
                     replica.generation += 1;
                     let _ = replica_tx.send(Arc::new(replica.clone()));
                 }
@@ -440,8 +484,17 @@ async fn session(
                     c.insert(table.clone(), clauses.clone());
                 }
                 if version2 {
-                    let update = json!({ table: [{"where": clauses}] });
+                    let update = json!({ table.as_str(): [{"where": clauses}] });
                     rpc.call("monitor_cond_change", json!([MONITOR_ID, MONITOR_ID, update]), timeout).await?;
+                    // The server sends the rows a new condition brings
+                    // before its reply: they are queued now. Apply them,
+                    // then say the replica reflects the new condition.
+                    if let Ok(note) = notes.try_recv() {
+                        apply_notifications(&mut replica, &schema, note, &mut notes);
+                    }
+                    replica.record_conditions(&table, clauses);
+                    replica.generation += 1;
+                    let _ = replica_tx.send(Arc::new(replica.clone()));
                 }
             }
             _ = probe.tick(), if !options.probe_interval.is_zero() => {

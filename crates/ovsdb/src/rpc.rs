@@ -1,8 +1,8 @@
 //! JSON-RPC 1.0 over one OVSDB stream: requests matched to replies by id,
 //! `echo` requests from the server answered, notifications handed on.
-//! Messages are concatenated JSON values with no framing, so the reader
-//! parses values out of a growing buffer.
+//! Messages are framed by [`crate::framing`].
 
+use crate::framing::Framer;
 use crate::remote::{Remote, Stream};
 use crate::OvsdbError;
 use serde_json::{json, Value};
@@ -16,6 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 /// Largest single message accepted from a server (a full Southbound dump of
 /// a large cloud fits; a runaway peer does not exhaust memory).
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+/// Bytes read from the socket at a time.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 /// A notification from the server (`update`, `update2`, `locked`, ...).
 #[derive(Debug, Clone)]
@@ -164,8 +166,8 @@ async fn read_loop(
     last_seen: Arc<Mutex<Instant>>,
     notifications: mpsc::UnboundedSender<Notification>,
 ) {
-    let mut buffer: Vec<u8> = Vec::with_capacity(64 * 1024);
-    let mut chunk = vec![0u8; 64 * 1024];
+    let mut framer = Framer::new(MAX_MESSAGE_BYTES);
+    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
     'read: loop {
         let n = match reader.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
@@ -174,37 +176,20 @@ async fn read_loop(
         if let Ok(mut t) = last_seen.lock() {
             *t = Instant::now();
         }
-        buffer.extend_from_slice(&chunk[..n]);
-        // Parse every complete value at the front of the buffer.
-        let mut consumed = 0;
-        let mut stream = serde_json::Deserializer::from_slice(&buffer).into_iter::<Value>();
+        framer.push(&chunk[..n]);
         loop {
-            match stream.next() {
-                Some(Ok(message)) => {
-                    consumed = stream.byte_offset();
+            match framer.next_message() {
+                Ok(Some(message)) => {
                     if !dispatch(message, &rpc, &pending, &notifications).await {
                         break 'read;
                     }
                 }
-                Some(Err(e)) if e.is_eof() => break,
-                Some(Err(e)) => {
-                    tracing::warn!(
-                        "OVSDB server sent malformed JSON, dropping the connection: {e}"
-                    );
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!("{e}; dropping the connection");
                     break 'read;
                 }
-                None => {
-                    consumed = buffer.len();
-                    break;
-                }
             }
-        }
-        buffer.drain(..consumed);
-        if buffer.len() > MAX_MESSAGE_BYTES {
-            tracing::warn!(
-                "OVSDB message larger than {MAX_MESSAGE_BYTES} bytes, dropping the connection"
-            );
-            break;
         }
     }
     // Wake everyone still waiting.
@@ -222,22 +207,31 @@ async fn dispatch(
     pending: &Pending,
     notifications: &mpsc::UnboundedSender<Notification>,
 ) -> bool {
-    let method = message
-        .get("method")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let id = message.get("id").cloned().unwrap_or(Value::Null);
+    // Fields are moved out, not copied: a snapshot is one large message.
+    let Value::Object(mut message) = message else {
+        return true; // the framer hands on objects only
+    };
+    let mut take = |key: &str| message.remove(key).unwrap_or(Value::Null);
+    let method = match take("method") {
+        Value::String(method) => Some(method),
+        _ => None,
+    };
+    let id = take("id");
     match method {
         Some(method) if method == "echo" => {
             // The server's inactivity probe: answer with the same params.
             if let Some(rpc) = rpc.upgrade() {
-                let reply = json!({"result": message.get("params").cloned().unwrap_or(json!([])), "error": null, "id": id});
+                let params = match take("params") {
+                    Value::Null => json!([]),
+                    params => params,
+                };
+                let reply = json!({"result": params, "error": null, "id": id});
                 return rpc.send(&reply).await.is_ok();
             }
             false
         }
         Some(method) => {
-            let params = message.get("params").cloned().unwrap_or(Value::Null);
+            let params = take("params");
             let _ = notifications.send(Notification { method, params });
             true
         }
@@ -247,9 +241,9 @@ async fn dispatch(
             };
             let tx = pending.lock().ok().and_then(|mut p| p.remove(&id));
             if let Some(tx) = tx {
-                let error = message.get("error").cloned().unwrap_or(Value::Null);
+                let error = take("error");
                 let result = if error.is_null() {
-                    Ok(message.get("result").cloned().unwrap_or(Value::Null))
+                    Ok(take("result"))
                 } else {
                     Err(OvsdbError::Server {
                         method: String::new(),
