@@ -3,10 +3,14 @@
 //! windows per source address (a base one and a shorter burst one); a
 //! request that takes either rate over its limit is refused with 429.
 //! Refused requests count too, as with haproxy's `track-sc` before `deny`,
-//! so a guest that keeps hammering stays refused.
+//! so a guest that keeps hammering stays refused. The table is an LRU map:
+//! a new guest in a full table forgets the one seen longest ago, in
+//! constant time.
 
-use std::collections::HashMap;
+use lru::LruCache;
+use meta169_http::address::canonical_ip;
 use std::net::IpAddr;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,7 +41,7 @@ impl Default for RateLimits {
 }
 
 /// Guests tracked at once (haproxy's stick tables hold 10k); past it, the
-/// longest-idle guest is forgotten.
+/// guest seen longest ago is forgotten.
 pub const MAX_TRACKED_GUESTS: usize = 10_000;
 
 /// A request rate over a sliding period, computed as haproxy does: the
@@ -82,7 +86,6 @@ impl SlidingRate {
 struct Guest {
     base: SlidingRate,
     burst: SlidingRate,
-    last_seen: Instant,
     refused: bool,
 }
 
@@ -100,28 +103,29 @@ pub enum Admission {
 /// The rate table of one agent, keyed by (network, guest address).
 pub struct RateLimiter {
     limits: RateLimits,
-    guests: Mutex<HashMap<(Arc<str>, IpAddr), Guest>>,
+    guests: Mutex<LruCache<(Arc<str>, IpAddr), Guest>>,
 }
 
 impl RateLimiter {
     pub fn new(limits: RateLimits) -> Self {
+        Self::with_capacity(limits, MAX_TRACKED_GUESTS)
+    }
+
+    /// A table of `capacity` guests (at least one).
+    pub fn with_capacity(limits: RateLimits, capacity: usize) -> Self {
         RateLimiter {
             limits,
-            guests: Mutex::new(HashMap::new()),
+            guests: Mutex::new(LruCache::new(
+                NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
+            )),
         }
     }
 
     /// Count a request from `guest` on `network` at `now` and decide.
     pub fn admit(&self, network: &Arc<str>, guest: IpAddr, now: Instant) -> Admission {
-        let limited_family = match guest {
+        let limited_family = match canonical_ip(guest) {
             IpAddr::V4(_) => self.limits.ipv4,
-            IpAddr::V6(v6) => {
-                if v6.to_ipv4_mapped().is_some() {
-                    self.limits.ipv4
-                } else {
-                    self.limits.ipv6
-                }
-            }
+            IpAddr::V6(_) => self.limits.ipv6,
         };
         if !limited_family {
             return Admission::Admitted;
@@ -129,17 +133,11 @@ impl RateLimiter {
         let Ok(mut guests) = self.guests.lock() else {
             return Admission::Admitted;
         };
-        let key = (network.clone(), guest);
-        if !guests.contains_key(&key) && guests.len() >= MAX_TRACKED_GUESTS {
-            self.make_room(&mut guests, now);
-        }
-        let entry = guests.entry(key).or_insert_with(|| Guest {
+        let entry = guests.get_or_insert_mut((network.clone(), guest), || Guest {
             base: SlidingRate::new(now),
             burst: SlidingRate::new(now),
-            last_seen: now,
             refused: false,
         });
-        entry.last_seen = now;
         let base = entry.base.hit(now, self.limits.base_window);
         let burst = entry.burst.hit(now, self.limits.burst_window);
         let over =
@@ -151,22 +149,6 @@ impl RateLimiter {
         } else {
             entry.refused = false;
             Admission::Admitted
-        }
-    }
-
-    /// Forget guests whose windows have emptied; if none has, the one idle
-    /// longest.
-    fn make_room(&self, guests: &mut HashMap<(Arc<str>, IpAddr), Guest>, now: Instant) {
-        let quiet = 2 * self.limits.base_window.max(self.limits.burst_window);
-        guests.retain(|_, g| now.saturating_duration_since(g.last_seen) < quiet);
-        if guests.len() >= MAX_TRACKED_GUESTS {
-            if let Some(oldest) = guests
-                .iter()
-                .min_by_key(|(_, g)| g.last_seen)
-                .map(|(k, _)| k.clone())
-            {
-                guests.remove(&oldest);
-            }
         }
     }
 
@@ -284,5 +266,37 @@ mod tests {
             limiter.admit(&net, guest, at(start, u64::from(i)));
         }
         assert!(limiter.tracked() <= MAX_TRACKED_GUESTS);
+    }
+
+    #[test]
+    fn a_full_table_forgets_the_guest_seen_longest_ago() {
+        let limits = RateLimits {
+            base_limit: 1,
+            burst_limit: 1,
+            ..RateLimits::default()
+        };
+        let limiter = RateLimiter::with_capacity(limits, 2);
+        let net: Arc<str> = Arc::from("n");
+        let ip = |last: u8| IpAddr::from([10, 0, 0, last]);
+        let now = Instant::now();
+        assert_eq!(limiter.admit(&net, ip(1), now), Admission::Admitted);
+        assert_eq!(limiter.admit(&net, ip(2), now), Admission::Admitted);
+        // Guest 1 is seen again (refused: over its limit of one), so guest
+        // 2 is now the one seen longest ago and makes room for guest 3.
+        assert!(matches!(
+            limiter.admit(&net, ip(1), now),
+            Admission::Refused { .. }
+        ));
+        assert_eq!(limiter.admit(&net, ip(3), now), Admission::Admitted);
+        assert_eq!(limiter.tracked(), 2);
+        assert!(
+            matches!(limiter.admit(&net, ip(1), now), Admission::Refused { .. }),
+            "still tracked"
+        );
+        assert_eq!(
+            limiter.admit(&net, ip(2), now),
+            Admission::Admitted,
+            "forgotten"
+        );
     }
 }

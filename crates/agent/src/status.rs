@@ -1,15 +1,23 @@
 //! A read-only status socket for `meta169 trace`: what the running agent
 //! has provisioned and what its index says about one guest.
 
-use crate::agent::Status;
 use crate::proxy::Proxy;
+use crate::sb::NetworkSpec;
 use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
+
+/// What `trace` and tests can ask a running agent.
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    pub chassis: String,
+    pub networks: BTreeMap<String, NetworkSpec>,
+    pub sb_connected: bool,
+}
 
 #[derive(Clone)]
 struct StatusState {

@@ -4,9 +4,9 @@
 
 mod common;
 
-use meta169_agent::proxy::{handle_guest, ListenerState, Proxy};
-use meta169_agent::sb::{Index, Target};
+use meta169_agent::index::{Index, Target};
 use meta169_agent::Upstream;
+use meta169_agent::{guest_service, Proxy};
 use meta169_http::ServerLimits;
 use std::net::IpAddr;
 use std::path::Path;
@@ -87,12 +87,7 @@ async fn agent_listener(upstream: Upstream) -> String {
     proxy.set_index(index);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
-    let router = axum::Router::new()
-        .fallback(handle_guest)
-        .with_state(ListenerState {
-            proxy: Arc::new(proxy),
-            network_id: Arc::from("net-tls"),
-        });
+    let router = guest_service(Arc::new(proxy), Arc::from("net-tls"));
     tokio::spawn(meta169_http::serve(
         l,
         router,

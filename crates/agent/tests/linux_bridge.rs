@@ -28,7 +28,7 @@ fn settings(sb: &OvsdbServer, api: &Api, bridge: &LinuxBridge) -> AgentSettings 
 
 fn inner_ifindex(network: &str) -> Option<String> {
     let ns = format!("ovnmeta-{network}");
-    let (_, inner) = meta169_agent::sb::veth_names(network);
+    let (_, inner) = meta169_agent::neutron::veth_names(network);
     let out = std::process::Command::new("ip")
         .args(["-n", &ns, "-o", "link", "show", &inner])
         .output()
@@ -203,7 +203,7 @@ async fn linux_bridge_agent_serves_plumbs_and_cleans_up() {
             &ns,
             "link",
             "show",
-            &meta169_agent::sb::veth_names(&net).1,
+            &meta169_agent::neutron::veth_names(&net).1,
         ])
         .output()
         .unwrap();
@@ -217,7 +217,7 @@ async fn linux_bridge_agent_serves_plumbs_and_cleans_up() {
     let ids = sb.chassis_private_ids(CHASSIS).await;
     assert_eq!(
         ids["neutron:ovn-metadata-id"],
-        meta169_agent::agent::metadata_agent_id(CHASSIS)
+        meta169_agent::neutron::metadata_agent_id(CHASSIS)
     );
     assert_eq!(ids["neutron:ovn-bridge"], bridge.name.as_str());
     assert_eq!(ids["neutron:ovn-metadata-sb-cfg"], "5");
@@ -270,8 +270,18 @@ async fn linux_bridge_agent_serves_plumbs_and_cleans_up() {
     // The metadata API down: 503, as Neutron's agent answers.
     // (Checked by pointing at a closed port in a second agent would double the setup; covered in proxy tests.)
 
-    // Someone deletes the namespace: the next resync puts it back.
+    // Someone deletes the namespace: the next resync puts it back. (Its
+    // listener keeps the unnamed namespace alive and answering meanwhile,
+    // so the answer alone does not show the rebuild.)
     meta169_agent::netns::delete(&ns).unwrap();
+    assert!(
+        blocking({
+            let ns = ns.clone();
+            move || wait_until(T, || meta169_agent::netns::exists(&ns))
+        })
+        .await,
+        "namespace not restored"
+    );
     let mut back = (0, String::new());
     for _ in 0..100 {
         back = get(
@@ -302,7 +312,7 @@ async fn linux_bridge_agent_serves_plumbs_and_cleans_up() {
         .await,
         "namespace kept after unbinding"
     );
-    let (outer, _) = meta169_agent::sb::veth_names(&net);
+    let (outer, _) = meta169_agent::neutron::veth_names(&net);
     let gone = std::process::Command::new("ip")
         .args(["link", "show", &outer])
         .output()

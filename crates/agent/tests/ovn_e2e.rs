@@ -240,7 +240,7 @@ async fn cloud_init_reads_metadata_through_real_ovn() {
         );
     }
     // On the userspace datapath the inner end computes its own checksums.
-    let (_, inner) = meta169_agent::sb::veth_names(&net_a);
+    let (_, inner) = meta169_agent::neutron::veth_names(&net_a);
     let features = Command::new("ip")
         .args([
             "netns",
@@ -256,7 +256,7 @@ async fn cloud_init_reads_metadata_through_real_ovn() {
     assert!(features.contains("tx-checksumming: off"), "{features}");
 
     // The agent's veth is an OVS port bound by ovn-controller to the metadata localport.
-    let (outer, _) = meta169_agent::sb::veth_names(&net_a);
+    let (outer, _) = meta169_agent::neutron::veth_names(&net_a);
     let iface_id = stack.vsctl(&["get", "Interface", &outer, "external_ids:iface-id"]);
     assert_eq!(iface_id.trim().trim_matches('"'), format!("meta-{net_a}"));
 
@@ -334,6 +334,6 @@ async fn cloud_init_reads_metadata_through_real_ovn() {
     let _ = Command::new("ip")
         .args(["link", "del", &vm_b.host_if])
         .output();
-    let (outer, _) = meta169_agent::sb::veth_names(&net_a);
+    let (outer, _) = meta169_agent::neutron::veth_names(&net_a);
     let _ = Command::new("ip").args(["link", "del", &outer]).output();
 }

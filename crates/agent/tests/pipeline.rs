@@ -6,8 +6,8 @@
 mod common;
 
 use common::{Api, SECRET};
-use meta169_agent::proxy::{handle_guest, ListenerState, Proxy};
-use meta169_agent::sb::{Index, Target};
+use meta169_agent::index::{Index, Target};
+use meta169_agent::{guest_service, Proxy};
 use meta169_agent::{Pipelining, Upstream};
 use meta169_http::ServerLimits;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -47,12 +47,7 @@ fn agent(upstream: Upstream, guests: usize) -> (Arc<Proxy>, SocketAddr) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
-    let router = axum::Router::new()
-        .fallback(handle_guest)
-        .with_state(ListenerState {
-            proxy: proxy.clone(),
-            network_id: Arc::from(NET),
-        });
+    let router = guest_service(proxy.clone(), Arc::from(NET));
     std::thread::spawn(move || {
         let runtime = meta169_agent::runtime().unwrap();
         runtime.block_on(async move {

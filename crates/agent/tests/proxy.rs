@@ -6,8 +6,8 @@ mod common;
 
 use axum::routing::any;
 use common::{Api, SECRET};
-use meta169_agent::proxy::{handle_guest, handle_haproxy, ListenerState, Proxy};
-use meta169_agent::sb::{Index, Target};
+use meta169_agent::index::{Index, Target};
+use meta169_agent::{guest_service, haproxy_service, Proxy};
 use meta169_agent::{RateLimits, Upstream};
 use meta169_http::ServerLimits;
 use std::net::IpAddr;
@@ -52,12 +52,7 @@ fn proxy_with(url: &str, timeout: Duration, limits: Option<RateLimits>) -> Arc<P
 async fn listener(proxy: Arc<Proxy>) -> String {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
-    let router = axum::Router::new()
-        .fallback(handle_guest)
-        .with_state(ListenerState {
-            proxy,
-            network_id: Arc::from(NET),
-        });
+    let router = guest_service(proxy, Arc::from(NET));
     tokio::spawn(meta169_http::serve(
         l,
         router,
@@ -226,24 +221,12 @@ async fn haproxy_socket_takes_network_and_address_from_headers() {
     let dir = meta169_testkit::temp_dir();
     let path = dir.path().join("metadata_proxy");
     let unix = tokio::net::UnixListener::bind(&path).unwrap();
-    let router = axum::Router::new()
-        .fallback(handle_haproxy)
-        .with_state(proxy);
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = unix.accept().await.unwrap();
-            let router = router.clone();
-            tokio::spawn(async move {
-                meta169_http::serve_connection(
-                    hyper_util::rt::TokioIo::new(stream),
-                    "[::]:0".parse().unwrap(),
-                    router,
-                    &ServerLimits::default(),
-                )
-                .await;
-            });
-        }
-    });
+    tokio::spawn(meta169_http::serve(
+        unix,
+        haproxy_service(proxy),
+        ServerLimits::default(),
+        std::future::pending(),
+    ));
     let ask = |headers: Vec<(&'static str, &'static str)>| {
         let path = path.clone();
         async move {

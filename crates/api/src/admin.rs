@@ -11,7 +11,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use bytes::Bytes;
 use http::{header, StatusCode};
-use meta169_store::StoreError;
+use meta169_store::{StoreError, StoredInstance};
 use meta169_tree::{Instance, Port};
 use serde_json::json;
 use std::sync::Arc;
@@ -26,27 +26,63 @@ struct AdminState {
     token: Arc<String>,
 }
 
-/// A JSON error answer: `{"error": "..."}` with a status.
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({"error": message.into()}))).into_response()
+/// Why an admin request failed; each becomes `{"error": message}` with a status.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// No record with that uuid (404).
+    #[error("no instance with uuid {0}")]
+    NoInstance(String),
+    /// The body does not parse as what the endpoint takes (400).
+    #[error("request body is not a valid record: {0}")]
+    BadBody(String),
+    /// PUT to one uuid with a record of another (400).
+    #[error("the record's uuid {record} differs from the uuid in the path {path}")]
+    UuidMismatch { record: String, path: String },
+    /// POST of a record that exists (409).
+    #[error("instance {0} exists; PUT /v1/instances/{0} replaces it")]
+    Exists(String),
+    /// The store refused or failed (400, 404, 409 or 500 by kind).
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-fn store_error(e: StoreError) -> Response {
-    let status = match &e {
-        StoreError::Invalid(_) => StatusCode::BAD_REQUEST,
-        StoreError::NotFound(_) => StatusCode::NOT_FOUND,
-        StoreError::AddressTaken { .. } | StoreError::PasswordAlreadySet(_) => StatusCode::CONFLICT,
-        _ => {
-            tracing::error!("admin request failed: {e}");
-            StatusCode::INTERNAL_SERVER_ERROR
+impl AdminError {
+    fn status(&self) -> StatusCode {
+        match self {
+            AdminError::NoInstance(_) => StatusCode::NOT_FOUND,
+            AdminError::BadBody(_) | AdminError::UuidMismatch { .. } => StatusCode::BAD_REQUEST,
+            AdminError::Exists(_) => StatusCode::CONFLICT,
+            AdminError::Store(StoreError::Invalid(_)) => StatusCode::BAD_REQUEST,
+            AdminError::Store(StoreError::NotFound(_)) => StatusCode::NOT_FOUND,
+            AdminError::Store(StoreError::AddressTaken { .. })
+            | AdminError::Store(StoreError::PasswordAlreadySet(_)) => StatusCode::CONFLICT,
+            AdminError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
-    };
-    error(status, e.to_string())
+    }
 }
 
-/// Parse a JSON body; the error is the 400 answer's message.
-fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, String> {
-    serde_json::from_slice(body).map_err(|e| format!("request body is not a valid record: {e}"))
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!("admin request failed: {self}");
+        }
+        (status, Json(json!({"error": self.to_string()}))).into_response()
+    }
+}
+
+/// Parse a JSON body.
+fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, AdminError> {
+    serde_json::from_slice(body).map_err(|e| AdminError::BadBody(e.to_string()))
+}
+
+/// The stored record of `uuid`, or 404.
+async fn stored(s: &AdminState, uuid: &str) -> Result<StoredInstance, AdminError> {
+    s.service
+        .store
+        .get_instance(uuid)
+        .await?
+        .ok_or_else(|| AdminError::NoInstance(uuid.to_string()))
 }
 
 async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
@@ -58,10 +94,11 @@ async fn require_token(State(state): State<AdminState>, request: Request, next: 
         .unwrap_or("");
     let ok: bool = presented.as_bytes().ct_eq(state.token.as_bytes()).into();
     if !ok || state.token.is_empty() {
-        let mut r = error(
+        let mut r = (
             StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token: send 'Authorization: Bearer <token from admin.token_file>'",
-        );
+            Json(json!({"error": "missing or wrong bearer token: send 'Authorization: Bearer <token from admin.token_file>'"})),
+        )
+            .into_response();
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             http::HeaderValue::from_static("Bearer"),
@@ -103,156 +140,117 @@ pub fn router(service: Arc<MetadataService>, token: String) -> Router {
         .with_state(state)
 }
 
-async fn list(State(s): State<AdminState>) -> Response {
-    match s.service.store.list_instances().await {
-        Ok(list) => Json(
-            list.into_iter()
-                .map(|i| json!({"uuid": i.uuid, "name": i.name, "project_id": i.project_id, "addresses": i.addresses, "revision": i.revision}))
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
-        Err(e) => store_error(e),
-    }
+async fn list(State(s): State<AdminState>) -> Result<Response, AdminError> {
+    let list = s.service.store.list_instances().await?;
+    Ok(Json(
+        list.into_iter()
+            .map(|i| json!({"uuid": i.uuid, "name": i.name, "project_id": i.project_id, "addresses": i.addresses, "revision": i.revision}))
+            .collect::<Vec<_>>(),
+    )
+    .into_response())
 }
 
-async fn put_record(s: &AdminState, instance: Instance, created: bool) -> Response {
-    match s.service.store.put_instance(&instance).await {
-        Ok(revision) => {
-            s.service.caches.invalidate(&instance.uuid);
-            tracing::info!(instance = %instance.uuid, revision, "instance record written");
-            let status = if created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
-            (
-                status,
-                Json(json!({"uuid": instance.uuid, "revision": revision})),
-            )
-                .into_response()
-        }
-        Err(e) => store_error(e),
-    }
-}
-
-async fn create(State(s): State<AdminState>, body: Bytes) -> Response {
-    let instance: Instance = match parse_json(&body) {
-        Ok(i) => i,
-        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+async fn put_record(
+    s: &AdminState,
+    instance: Instance,
+    created: bool,
+) -> Result<Response, AdminError> {
+    let revision = s.service.store.put_instance(&instance).await?;
+    s.service.caches.invalidate(&instance.uuid);
+    tracing::info!(instance = %instance.uuid, revision, "instance record written");
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
     };
-    match s.service.store.get_instance(&instance.uuid).await {
-        Ok(Some(_)) => error(
-            StatusCode::CONFLICT,
-            format!(
-                "instance {} exists; PUT /v1/instances/{} replaces it",
-                instance.uuid, instance.uuid
-            ),
-        ),
-        Ok(None) => put_record(&s, instance, true).await,
-        Err(e) => store_error(e),
-    }
+    Ok((
+        status,
+        Json(json!({"uuid": instance.uuid, "revision": revision})),
+    )
+        .into_response())
 }
 
-async fn replace(State(s): State<AdminState>, Path(uuid): Path<String>, body: Bytes) -> Response {
-    let instance: Instance = match parse_json(&body) {
-        Ok(i) => i,
-        Err(message) => return error(StatusCode::BAD_REQUEST, message),
-    };
+async fn create(State(s): State<AdminState>, body: Bytes) -> Result<Response, AdminError> {
+    let instance: Instance = parse_json(&body)?;
+    if s.service
+        .store
+        .get_instance(&instance.uuid)
+        .await?
+        .is_some()
+    {
+        return Err(AdminError::Exists(instance.uuid));
+    }
+    put_record(&s, instance, true).await
+}
+
+async fn replace(
+    State(s): State<AdminState>,
+    Path(uuid): Path<String>,
+    body: Bytes,
+) -> Result<Response, AdminError> {
+    let instance: Instance = parse_json(&body)?;
     if instance.uuid != uuid {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "the record's uuid {} differs from the uuid in the path {uuid}",
-                instance.uuid
-            ),
-        );
+        return Err(AdminError::UuidMismatch {
+            record: instance.uuid,
+            path: uuid,
+        });
     }
     let existed = matches!(s.service.store.get_instance(&uuid).await, Ok(Some(_)));
     put_record(&s, instance, !existed).await
 }
 
-async fn show(State(s): State<AdminState>, Path(uuid): Path<String>) -> Response {
-    match s.service.store.get_instance(&uuid).await {
-        Ok(Some(stored)) => Json(stored.instance).into_response(),
-        Ok(None) => error(
-            StatusCode::NOT_FOUND,
-            format!("no instance with uuid {uuid}"),
-        ),
-        Err(e) => store_error(e),
-    }
+async fn show(
+    State(s): State<AdminState>,
+    Path(uuid): Path<String>,
+) -> Result<Response, AdminError> {
+    Ok(Json(stored(&s, &uuid).await?.instance).into_response())
 }
 
-async fn remove(State(s): State<AdminState>, Path(uuid): Path<String>) -> Response {
-    match s.service.store.delete_instance(&uuid).await {
-        Ok(true) => {
-            s.service.caches.invalidate(&uuid);
-            tracing::info!(instance = %uuid, "instance record deleted");
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Ok(false) => error(
-            StatusCode::NOT_FOUND,
-            format!("no instance with uuid {uuid}"),
-        ),
-        Err(e) => store_error(e),
+async fn remove(
+    State(s): State<AdminState>,
+    Path(uuid): Path<String>,
+) -> Result<Response, AdminError> {
+    if !s.service.store.delete_instance(&uuid).await? {
+        return Err(AdminError::NoInstance(uuid));
     }
+    s.service.caches.invalidate(&uuid);
+    tracing::info!(instance = %uuid, "instance record deleted");
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn show_ports(State(s): State<AdminState>, Path(uuid): Path<String>) -> Response {
-    match s.service.store.get_instance(&uuid).await {
-        Ok(Some(stored)) => Json(stored.instance.ports).into_response(),
-        Ok(None) => error(
-            StatusCode::NOT_FOUND,
-            format!("no instance with uuid {uuid}"),
-        ),
-        Err(e) => store_error(e),
-    }
+async fn show_ports(
+    State(s): State<AdminState>,
+    Path(uuid): Path<String>,
+) -> Result<Response, AdminError> {
+    Ok(Json(stored(&s, &uuid).await?.instance.ports).into_response())
 }
 
 async fn replace_ports(
     State(s): State<AdminState>,
     Path(uuid): Path<String>,
     body: Bytes,
-) -> Response {
-    let ports: Vec<Port> = match parse_json(&body) {
-        Ok(p) => p,
-        Err(message) => return error(StatusCode::BAD_REQUEST, message),
-    };
-    match s.service.store.get_instance(&uuid).await {
-        Ok(Some(stored)) => {
-            let mut instance = stored.instance;
-            instance.ports = ports;
-            put_record(&s, instance, false).await
-        }
-        Ok(None) => error(
-            StatusCode::NOT_FOUND,
-            format!("no instance with uuid {uuid}"),
-        ),
-        Err(e) => store_error(e),
-    }
+) -> Result<Response, AdminError> {
+    let ports: Vec<Port> = parse_json(&body)?;
+    let mut instance = stored(&s, &uuid).await?.instance;
+    instance.ports = ports;
+    put_record(&s, instance, false).await
 }
 
-async fn show_password(State(s): State<AdminState>, Path(uuid): Path<String>) -> Response {
-    match s.service.store.get_instance(&uuid).await {
-        Ok(Some(stored)) => Json(json!({"password": stored.password})).into_response(),
-        Ok(None) => error(
-            StatusCode::NOT_FOUND,
-            format!("no instance with uuid {uuid}"),
-        ),
-        Err(e) => store_error(e),
-    }
+async fn show_password(
+    State(s): State<AdminState>,
+    Path(uuid): Path<String>,
+) -> Result<Response, AdminError> {
+    Ok(Json(json!({"password": stored(&s, &uuid).await?.password})).into_response())
 }
 
-async fn clear_password(State(s): State<AdminState>, Path(uuid): Path<String>) -> Response {
-    match s.service.store.clear_password(&uuid).await {
-        Ok(true) => {
-            s.service.caches.invalidate(&uuid);
-            tracing::info!(instance = %uuid, "password cleared");
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Ok(false) => error(
-            StatusCode::NOT_FOUND,
-            format!("no instance with uuid {uuid}"),
-        ),
-        Err(e) => store_error(e),
+async fn clear_password(
+    State(s): State<AdminState>,
+    Path(uuid): Path<String>,
+) -> Result<Response, AdminError> {
+    if !s.service.store.clear_password(&uuid).await? {
+        return Err(AdminError::NoInstance(uuid));
     }
+    s.service.caches.invalidate(&uuid);
+    tracing::info!(instance = %uuid, "password cleared");
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -13,7 +13,7 @@ pub enum ApiError {
     MissingHeader(&'static str),
     /// More than one value of an identity header (400).
     #[error("More than one {0} header in request.")]
-    DuplicateHeader(&'static str),
+    DuplicateHeader(String),
     /// Header value that is not text or not an address (400).
     #[error("{0}")]
     BadHeader(String),

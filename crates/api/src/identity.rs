@@ -3,17 +3,17 @@
 //! and identity headers count only when the peer is a trusted proxy.
 
 use crate::error::ApiError;
-use crate::settings::{canonical_ip, IdentitySettings};
+use crate::settings::IdentitySettings;
 use crate::signing::signature_matches;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
+use meta169_http::address::{canonical_ip, forwarded_for as forwarded_address};
+use meta169_http::headers::{
+    display_name, INSTANCE_ID, NEUTRON_NETWORK_ID, OVN_NETWORK_ID, SIGNATURE, TENANT_ID,
+};
 use std::net::IpAddr;
 
-pub const INSTANCE_ID: &str = "x-instance-id";
-pub const TENANT_ID: &str = "x-tenant-id";
-pub const SIGNATURE: &str = "x-instance-id-signature";
-pub const FORWARDED_FOR: &str = "x-forwarded-for";
-pub const OVN_NETWORK_ID: &str = "x-ovn-network-id";
-pub const NEUTRON_NETWORK_ID: &str = "x-neutron-network-id";
+/// Longest piece of a caller's instance id quoted in a log line.
+const MAX_LOGGED_ID_CHARS: usize = 64;
 
 /// How the caller was identified.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,53 +37,26 @@ pub struct Caller {
     pub requester: IpAddr,
 }
 
-fn single<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<Option<&'a str>, ApiError> {
+fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, ApiError> {
     let mut values = headers.get_all(name).iter();
     let Some(first) = values.next() else {
         return Ok(None);
     };
     if values.next().is_some() {
-        return Err(ApiError::DuplicateHeader(display_name(name)));
+        return Err(ApiError::DuplicateHeader(display_name(name).to_string()));
     }
     first.to_str().map(|s| Some(s.trim())).map_err(|_| {
         ApiError::BadHeader(format!("{} header is not valid text.", display_name(name)))
     })
 }
 
-fn display_name(name: &'static str) -> &'static str {
-    match name {
-        INSTANCE_ID => "X-Instance-ID",
-        TENANT_ID => "X-Tenant-ID",
-        SIGNATURE => "X-Instance-ID-Signature",
-        FORWARDED_FOR => "X-Forwarded-For",
-        OVN_NETWORK_ID => "X-OVN-Network-ID",
-        NEUTRON_NETWORK_ID => "X-Neutron-Network-ID",
-        other => other,
-    }
-}
-
-/// The guest address a proxy reports. The last element is the one the
-/// nearest proxy added; anything before it may have come from the guest.
+/// The guest address the nearest proxy reports.
 fn forwarded_for(headers: &HeaderMap) -> Result<Option<IpAddr>, ApiError> {
-    let Some(last_header) = headers.get_all(FORWARDED_FOR).iter().next_back() else {
-        return Ok(None);
-    };
-    let text = last_header
-        .to_str()
-        .map_err(|_| ApiError::BadHeader("X-Forwarded-For header is not valid text.".into()))?;
-    let last = text.rsplit(',').next().unwrap_or("").trim();
-    last.parse::<IpAddr>()
-        .map(|ip| Some(canonical_ip(ip)))
-        .map_err(|_| {
-            ApiError::BadHeader(format!(
-                "X-Forwarded-For value {:?} is not an IP address.",
-                truncate(last)
-            ))
-        })
+    forwarded_address(headers).map_err(|e| ApiError::BadHeader(e.to_string()))
 }
 
 fn truncate(s: &str) -> String {
-    s.chars().take(64).collect()
+    s.chars().take(MAX_LOGGED_ID_CHARS).collect()
 }
 
 /// Identify a request from its headers and its TCP peer.
@@ -110,15 +83,15 @@ pub fn identify(
     if settings.signed
         && [INSTANCE_ID, SIGNATURE, TENANT_ID]
             .iter()
-            .any(|h| headers.contains_key(*h))
+            .any(|h| headers.contains_key(h))
     {
         // Nova's checks, in Nova's order.
         let instance_id =
-            single(headers, INSTANCE_ID)?.ok_or(ApiError::MissingHeader("X-Instance-ID"))?;
-        let signature = single(headers, SIGNATURE)?
+            single(headers, &INSTANCE_ID)?.ok_or(ApiError::MissingHeader("X-Instance-ID"))?;
+        let signature = single(headers, &SIGNATURE)?
             .ok_or(ApiError::MissingHeader("X-Instance-ID-Signature"))?;
         let project_id =
-            single(headers, TENANT_ID)?.ok_or(ApiError::MissingHeader("X-Tenant-ID"))?;
+            single(headers, &TENANT_ID)?.ok_or(ApiError::MissingHeader("X-Tenant-ID"))?;
         if !signature_matches(&settings.shared_secret, instance_id, signature) {
             tracing::warn!(
                 proxy = %peer,
@@ -138,8 +111,8 @@ pub fn identify(
     }
 
     if settings.by_address {
-        let ovn = single(headers, OVN_NETWORK_ID)?;
-        let neutron = single(headers, NEUTRON_NETWORK_ID)?;
+        let ovn = single(headers, &OVN_NETWORK_ID)?;
+        let neutron = single(headers, &NEUTRON_NETWORK_ID)?;
         let network = match (ovn, neutron) {
             (Some(a), Some(b)) if a != b => {
                 return Err(ApiError::BadHeader(format!(
@@ -178,11 +151,12 @@ mod tests {
     use super::*;
     use crate::signing::sign_instance_id;
     use http::HeaderValue;
+    use meta169_http::headers::FORWARDED_FOR;
 
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    fn headers(pairs: &[(HeaderName, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(*k, HeaderValue::from_str(v).unwrap());
+            h.append(k.clone(), HeaderValue::from_str(v).unwrap());
         }
         h
     }

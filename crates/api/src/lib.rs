@@ -19,7 +19,6 @@ pub use settings::{ApiSettings, DynamicTarget, IdentitySettings, ServerLimits};
 
 pub use meta169_http::{self as server, signing, PeerAddr};
 
-/// The guest-facing router: every path goes to the metadata handler.
 /// The metadata listener's limits for these settings: `limits`, with the
 /// answers to pipelined requests written together when every caller is a
 /// proxy (guests are not identified by their own address), as meta169's
@@ -32,6 +31,7 @@ pub fn metadata_listener_limits(settings: &ApiSettings, limits: ServerLimits) ->
     }
 }
 
+/// The guest-facing router: every path goes to the metadata handler.
 pub fn metadata_router(service: Arc<MetadataService>) -> Router {
     Router::new().fallback(metadata::handle).with_state(service)
 }

@@ -14,9 +14,9 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue, Method, StatusCode};
-use http_body_util::BodyExt;
+use meta169_http::body::BodyError;
+use meta169_http::mac::{format_mac, mac_from_eui64};
 use meta169_store::{Store, StoreError, MAX_PASSWORD_LEN};
-use meta169_tree::model::{format_mac, mac_from_eui64};
 use meta169_tree::versions::{ec2_version_listing, openstack_version_listing};
 use meta169_tree::{Body, ContentType, MetadataPath, Tree};
 use rand::RngCore;
@@ -227,15 +227,12 @@ pub async fn handle(State(service): State<Arc<MetadataService>>, request: Reques
         // not get them).
         response
             .headers_mut()
-            .insert(http::header::SERVER, SERVER_NAME.clone());
+            .insert(http::header::SERVER, meta169_http::headers::SERVER);
         response
     }
     .instrument(span)
     .await
 }
-
-/// The `Server` header of every metadata answer.
-pub static SERVER_NAME: http::HeaderValue = http::HeaderValue::from_static("meta169");
 
 async fn serve(
     service: &MetadataService,
@@ -319,14 +316,18 @@ async fn password(
             if !loaded.password.is_empty() {
                 return Err(ApiError::PasswordConflict);
             }
-            let limited = http_body_util::Limited::new(request.into_body(), MAX_PASSWORD_LEN);
-            let body = tokio::time::timeout(service.limits.body_read_timeout, limited.collect())
-                .await
-                .map_err(|_| {
+            let body = meta169_http::body::read_bounded(
+                request.into_body(),
+                MAX_PASSWORD_LEN,
+                service.limits.body_read_timeout,
+            )
+            .await
+            .map_err(|e| match e {
+                BodyError::TooSlow(_) => {
                     ApiError::BadRequest("The request body was not received in time.".into())
-                })?
-                .map_err(|_| too_large())?
-                .to_bytes();
+                }
+                BodyError::TooLarge(_) | BodyError::Broken(_) => too_large(),
+            })?;
             let text = String::from_utf8(body.to_vec())
                 .map_err(|_| ApiError::BadRequest("The password must be UTF-8 text.".into()))?;
             let uuid = loaded.instance.uuid.clone();

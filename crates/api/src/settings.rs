@@ -1,6 +1,7 @@
 //! Runtime settings of the API, resolved from configuration by the binary.
 
 use ipnet::IpNet;
+use meta169_http::address::canonical_ip;
 use meta169_tree::RenderOptions;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -46,14 +47,6 @@ impl IdentitySettings {
     pub fn is_trusted(&self, peer: IpAddr) -> bool {
         let peer = canonical_ip(peer);
         self.trusted_proxies.iter().any(|net| net.contains(&peer))
-    }
-}
-
-/// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.5`) as the IPv4 they carry.
-pub fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }
 

@@ -5,8 +5,8 @@
 
 use crate::settings::{ApiSettings, DynamicTarget};
 use bytes::Bytes;
+use meta169_tree::full_hostname;
 use meta169_tree::model::user_data_base64;
-use meta169_tree::render::full_hostname;
 use meta169_tree::{to_python_json, Instance};
 use serde_json::{json, Map, Value};
 use std::time::Duration;
@@ -92,20 +92,15 @@ impl VendorData {
             if !status.is_success() {
                 return Err(format!("answered HTTP {status}"));
             }
-            if response.content_length().unwrap_or(0) as usize > MAX_TARGET_RESPONSE_BYTES {
-                return Err(format!(
-                    "answer is larger than {MAX_TARGET_RESPONSE_BYTES} bytes"
-                ));
-            }
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|e| format!("reading the answer failed: {e}"))?;
-            if bytes.len() > MAX_TARGET_RESPONSE_BYTES {
-                return Err(format!(
-                    "answer is larger than {MAX_TARGET_RESPONSE_BYTES} bytes"
-                ));
-            }
+            // Read no more than the limit: a target that streams without
+            // end must not fill memory before the size is checked.
+            let bytes = meta169_http::body::read_response_bounded(
+                response,
+                MAX_TARGET_RESPONSE_BYTES,
+                self.read_timeout,
+            )
+            .await
+            .map_err(|e| format!("reading the answer failed: {e}"))?;
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Ok(json!({}));
             }

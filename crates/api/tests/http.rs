@@ -573,6 +573,50 @@ async fn vendordata2_calls_targets_and_leaves_failures_out() {
     );
 }
 
+/// A vendordata target that answers with an endless chunked JSON body and
+/// reports how many bytes it managed to send before the caller hung up.
+async fn endless_target() -> (String, tokio::sync::oneshot::Receiver<usize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const MAX_SENT: usize = 64 * 1024 * 1024;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let (report, sent) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut request = vec![0u8; 64 * 1024];
+        let _ = stream.read(&mut request).await;
+        let head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+        let mut total = 0;
+        if stream.write_all(head).await.is_ok() {
+            let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "1,".repeat(32 * 1024));
+            while total < MAX_SENT && stream.write_all(chunk.as_bytes()).await.is_ok() {
+                total += 64 * 1024;
+            }
+        }
+        let _ = report.send(total);
+    });
+    (url, sent)
+}
+
+#[tokio::test]
+async fn vendordata2_stops_reading_a_target_at_its_limit() {
+    let (endless, sent) = endless_target().await;
+    let mut settings = ApiSettings::default();
+    settings.identity.by_source = true;
+    settings.dynamic_targets = vec![DynamicTarget::parse(&format!("endless@{endless}")).unwrap()];
+    settings.dynamic_read_timeout = Duration::from_secs(20);
+    let api = TestApi::start(settings, ServerLimits::default()).await;
+    api.add(&example_instance()).await;
+    let doc: Value =
+        serde_json::from_str(&api.ok("/openstack/latest/vendor_data2.json").await).unwrap();
+    assert_eq!(doc, serde_json::json!({"static": {}}));
+    // The answer is read up to the 1 MiB limit and the connection dropped:
+    // what the target got out is that plus the sockets' buffers, far below
+    // the 64 MiB it would send to a reader that reads everything first.
+    let sent = sent.await.unwrap();
+    assert!(sent < 16 * 1024 * 1024, "the target sent {sent} bytes");
+}
+
 /// Send raw bytes on a fresh connection; return the status code (0 = closed).
 fn raw(addr: &str, request: &[u8]) -> (u16, String) {
     let mut stream = std::net::TcpStream::connect(addr).unwrap();

@@ -1,130 +1,22 @@
-//! `meta169 agent` and `meta169 trace`: configuration (TOML `[agent]`, an
-//! existing `neutron_ovn_metadata_agent.ini`, flags), running the agent,
-//! and explaining one VM's metadata path.
+//! `meta169 agent`: its flags, resolved over the TOML `[agent]` section
+//! and an existing `neutron_ovn_metadata_agent.ini` into the agent's
+//! settings, and running it.
 
+use crate::config::neutron_ini::{read_neutron_ini, NeutronIni};
 use crate::config::{self, ConfigFile};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use meta169_agent::{Agent, AgentSettings, BridgeMode, Pipelining, RateLimits, Upstream};
+use meta169_agent::{Agent, AgentSettings, BridgeMode, Pipelining, Upstream};
 use meta169_ovsdb::{Remote, TlsFiles};
-use serde::Deserialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
-
-/// `[agent]` in the TOML file. Every key optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AgentSection {
-    pub ovn_sb: Option<String>,
-    pub ovn_sb_private_key: Option<PathBuf>,
-    pub ovn_sb_certificate: Option<PathBuf>,
-    pub ovn_sb_ca_cert: Option<PathBuf>,
-    pub ovs_db: Option<String>,
-    pub chassis: Option<String>,
-    pub bridge: Option<String>,
-    pub upstream: Option<String>,
-    pub upstream_timeout_seconds: Option<u64>,
-    pub upstream_insecure: Option<bool>,
-    pub upstream_ca_cert: Option<PathBuf>,
-    /// auto (pipeline once the upstream is meta169 serve), on, off.
-    pub upstream_pipelining: Option<String>,
-    pub shared_secret_file: Option<PathBuf>,
-    pub haproxy_socket: Option<PathBuf>,
-    /// user (0644), group (0664), all (0666), or an octal mode.
-    pub haproxy_socket_mode: Option<String>,
-    pub status_socket: Option<PathBuf>,
-    pub ipv6: Option<bool>,
-    /// Neutron's `[metadata_rate_limiting]`, same key names.
-    pub rate_limit: RateLimitSection,
-}
-
-/// Per-guest request rate limits; keys as in Neutron's
-/// `[metadata_rate_limiting]` (durations in seconds).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct RateLimitSection {
-    pub rate_limit_enabled: Option<bool>,
-    pub ip_versions: Option<Vec<u8>>,
-    pub base_window_duration: Option<u64>,
-    pub base_query_rate_limit: Option<u32>,
-    pub burst_window_duration: Option<u64>,
-    pub burst_query_rate_limit: Option<u32>,
-}
-
-impl RateLimitSection {
-    /// Each key from `self`, else from `fallback`.
-    fn or(&self, fallback: &RateLimitSection) -> RateLimitSection {
-        RateLimitSection {
-            rate_limit_enabled: self.rate_limit_enabled.or(fallback.rate_limit_enabled),
-            ip_versions: self.ip_versions.clone().or(fallback.ip_versions.clone()),
-            base_window_duration: self.base_window_duration.or(fallback.base_window_duration),
-            base_query_rate_limit: self
-                .base_query_rate_limit
-                .or(fallback.base_query_rate_limit),
-            burst_window_duration: self
-                .burst_window_duration
-                .or(fallback.burst_window_duration),
-            burst_query_rate_limit: self
-                .burst_query_rate_limit
-                .or(fallback.burst_query_rate_limit),
-        }
-    }
-
-    /// The limits, if enabled; Neutron's defaults for keys not given.
-    fn limits(&self) -> Result<Option<RateLimits>> {
-        if !self.rate_limit_enabled.unwrap_or(false) {
-            return Ok(None);
-        }
-        let defaults = RateLimits::default();
-        let versions = self.ip_versions.clone().unwrap_or_else(|| vec![4]);
-        if versions.is_empty() || versions.iter().any(|v| *v != 4 && *v != 6) {
-            bail!("rate limit ip_versions {versions:?}: list 4, 6 or both");
-        }
-        let seconds = |value: Option<u64>, default: Duration, key: &str| -> Result<Duration> {
-            match value {
-                None => Ok(default),
-                Some(0) => bail!("rate limit {key} must be at least 1 second"),
-                Some(s) => Ok(Duration::from_secs(s)),
-            }
-        };
-        let count = |value: Option<u32>, default: u32, key: &str| -> Result<u32> {
-            match value {
-                None => Ok(default),
-                Some(0) => bail!("rate limit {key} must be at least 1 request"),
-                Some(n) => Ok(n),
-            }
-        };
-        Ok(Some(RateLimits {
-            base_window: seconds(
-                self.base_window_duration,
-                defaults.base_window,
-                "base_window_duration",
-            )?,
-            base_limit: count(
-                self.base_query_rate_limit,
-                defaults.base_limit,
-                "base_query_rate_limit",
-            )?,
-            burst_window: seconds(
-                self.burst_window_duration,
-                defaults.burst_window,
-                "burst_window_duration",
-            )?,
-            burst_limit: count(
-                self.burst_query_rate_limit,
-                defaults.burst_limit,
-                "burst_query_rate_limit",
-            )?,
-            ipv4: versions.contains(&4),
-            ipv6: versions.contains(&6),
-        }))
-    }
-}
 
 pub const DEFAULT_SB: &str = "tcp:127.0.0.1:6642";
 pub const DEFAULT_OVS: &str = "unix:/var/run/openvswitch/db.sock";
 pub const DEFAULT_UPSTREAM: &str = "http://127.0.0.1:8775";
 pub const DEFAULT_STATUS_SOCKET: &str = "/run/meta169/agent.sock";
+/// Neutron's default for how long the metadata API may take.
+pub const DEFAULT_UPSTREAM_TIMEOUT_SECONDS: u64 = 60;
 
 #[derive(Args, Clone)]
 pub struct AgentArgs {
@@ -160,106 +52,6 @@ pub struct AgentArgs {
     /// Status socket `meta169 trace` reads [default: /run/meta169/agent.sock].
     #[arg(long)]
     pub status_socket: Option<PathBuf>,
-}
-
-/// What Neutron's ini says, in meta169's terms.
-#[derive(Debug, Default, PartialEq)]
-pub struct NeutronIni {
-    pub upstream: Option<String>,
-    pub insecure: Option<bool>,
-    pub ca_cert: Option<PathBuf>,
-    pub shared_secret: Option<String>,
-    pub haproxy_socket: Option<PathBuf>,
-    pub haproxy_socket_mode: Option<String>,
-    pub ovn_sb: Option<String>,
-    pub tls: TlsFiles,
-    pub ovs_db: Option<String>,
-    pub rate_limit: RateLimitSection,
-}
-
-/// Read the keys of `neutron_ovn_metadata_agent.ini` meta169 understands.
-pub fn read_neutron_ini(path: &Path) -> Result<NeutronIni> {
-    let ini = ini::Ini::load_from_file(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let get = |section: Option<&str>, key: &str| -> Option<String> {
-        ini.section(section)
-            .and_then(|s| s.get(key))
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-    };
-    let default = |key: &str| get(Some("DEFAULT"), key).or_else(|| get(None, key));
-    let host = default("nova_metadata_host");
-    let port = default("nova_metadata_port");
-    let protocol = default("nova_metadata_protocol");
-    let upstream = if host.is_some() || port.is_some() || protocol.is_some() {
-        let host = host.unwrap_or_else(|| "127.0.0.1".into());
-        let host = if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]")
-        } else {
-            host
-        };
-        Some(format!(
-            "{}://{}:{}",
-            protocol.unwrap_or_else(|| "http".into()),
-            host,
-            port.unwrap_or_else(|| "8775".into())
-        ))
-    } else {
-        None
-    };
-    let state_path = default("state_path").unwrap_or_else(|| "/var/lib/neutron".into());
-    let sb = get(Some("ovn"), "ovn_sb_connection");
-    Ok(NeutronIni {
-        upstream,
-        insecure: default("nova_metadata_insecure").map(|v| v.eq_ignore_ascii_case("true")),
-        ca_cert: default("auth_ca_cert").map(PathBuf::from),
-        shared_secret: default("metadata_proxy_shared_secret"),
-        haproxy_socket: default("metadata_proxy_socket")
-            .map(|s| PathBuf::from(s.replace("$state_path", &state_path))),
-        haproxy_socket_mode: default("metadata_proxy_socket_mode"),
-        ovn_sb: sb,
-        tls: TlsFiles {
-            private_key: get(Some("ovn"), "ovn_sb_private_key").map(PathBuf::from),
-            certificate: get(Some("ovn"), "ovn_sb_certificate").map(PathBuf::from),
-            ca_cert: get(Some("ovn"), "ovn_sb_ca_cert").map(PathBuf::from),
-        },
-        ovs_db: get(Some("ovs"), "ovsdb_connection"),
-        rate_limit: neutron_rate_limit(&|key| get(Some("metadata_rate_limiting"), key))?,
-    })
-}
-
-/// `[metadata_rate_limiting]` of Neutron's ini (oslo.config's spellings:
-/// True/False, `4,6`).
-fn neutron_rate_limit(get: &dyn Fn(&str) -> Option<String>) -> Result<RateLimitSection> {
-    fn number<T: std::str::FromStr>(key: &str, text: Option<String>) -> Result<Option<T>> {
-        text.map(|t| {
-            t.parse::<T>().map_err(|_| {
-                anyhow::anyhow!("[metadata_rate_limiting] {key} = {t:?} is not a number")
-            })
-        })
-        .transpose()
-    }
-    let versions = get("ip_versions")
-        .map(|text| {
-            text.split(',')
-                .map(|v| {
-                    v.trim().parse::<u8>().map_err(|_| {
-                        anyhow::anyhow!(
-                            "[metadata_rate_limiting] ip_versions = {text:?}: list 4, 6 or both"
-                        )
-                    })
-                })
-                .collect::<Result<Vec<u8>>>()
-        })
-        .transpose()?;
-    Ok(RateLimitSection {
-        rate_limit_enabled: get("rate_limit_enabled").map(|v| v.eq_ignore_ascii_case("true")),
-        ip_versions: versions,
-        base_window_duration: number("base_window_duration", get("base_window_duration"))?,
-        base_query_rate_limit: number("base_query_rate_limit", get("base_query_rate_limit"))?,
-        burst_window_duration: number("burst_window_duration", get("burst_window_duration"))?,
-        burst_query_rate_limit: number("burst_query_rate_limit", get("burst_query_rate_limit"))?,
-    })
 }
 
 /// Flags over TOML over Neutron's ini over defaults.
@@ -334,7 +126,10 @@ pub fn settings(args: &AgentArgs) -> Result<AgentSettings> {
     let upstream = Upstream {
         url: upstream_url,
         shared_secret: secret.into_bytes(),
-        timeout: Duration::from_secs(toml.upstream_timeout_seconds.unwrap_or(60)),
+        timeout: Duration::from_secs(
+            toml.upstream_timeout_seconds
+                .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_SECONDS),
+        ),
         insecure: toml.upstream_insecure.or(neutron.insecure).unwrap_or(false),
         ca_cert: toml.upstream_ca_cert.clone().or(neutron.ca_cert.clone()),
         pipelining: match toml.upstream_pipelining.as_deref() {
@@ -384,28 +179,20 @@ fn socket_mode(text: Option<&str>) -> Result<u32> {
     })
 }
 
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
-    }
-}
-
 pub async fn run(args: AgentArgs) -> Result<()> {
     let settings = settings(&args)?;
-    tracing::info!(sb = %settings.sb, upstream = %settings.upstream.url, bridge = ?settings.bridge, "starting agent");
+    tracing::info!(sb = %settings.sb, upstream = %settings.upstream.url, bridge = %settings.bridge, "starting agent");
     let agent = Agent::start(settings).await?;
-    agent.run(shutdown_signal()).await?;
+    agent.run(crate::signals::shutdown()).await?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::agent::RateLimitSection;
+    use crate::config::neutron_ini::neutron_rate_limit;
+    use meta169_agent::RateLimits;
 
     #[test]
     fn neutron_ini_keys_are_read() {

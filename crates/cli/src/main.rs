@@ -1,14 +1,15 @@
 //! `meta169`: the cloud instance metadata service. One binary: the metadata
 //! API (`serve`), the per-node OVN agent (`agent`, `trace`), instance
-//! records (`instance`), config drives (`configdrive`) and benchmarks (`bench`).
+//! records (`instance`) and config drives (`configdrive`). This crate
+//! parses arguments, loads configuration and wires the crates together;
+//! the benchmarks are `meta169-bench` (crates/bench).
 
 mod agent;
-mod bench;
-mod bench_agent;
 mod config;
 mod configdrive;
 mod instance;
 mod serve;
+mod signals;
 mod trace;
 
 use anyhow::Result;
@@ -47,11 +48,6 @@ enum Command {
     },
     /// Write an instance's config drive (ISO 9660 or VFAT, label config-2).
     Configdrive(configdrive::ConfigDriveArgs),
-    /// Measure meta169 against a baseline in the same run.
-    Bench {
-        #[command(subcommand)]
-        command: bench::BenchCommand,
-    },
 }
 
 fn init_logging() {
@@ -83,7 +79,6 @@ fn main() -> Result<()> {
                 store,
             } => instance::run(command, config, store).await,
             Command::Configdrive(args) => configdrive::run(args).await,
-            Command::Bench { command } => bench::run(command).await,
         }
     })
 }

@@ -29,27 +29,6 @@ pub struct ServeArgs {
     demo: bool,
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-}
-
 pub async fn run(args: ServeArgs) -> Result<()> {
     let file = config::load(args.config.as_deref())?;
     let mut section = file.serve;
@@ -110,7 +89,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 admin_listener,
                 router,
                 limits.clone(),
-                shutdown_signal(),
+                crate::signals::shutdown(),
             )))
         }
         None => {
@@ -139,7 +118,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         listener,
         metadata_router(service),
         metadata_limits,
-        shutdown_signal(),
+        crate::signals::shutdown(),
     )
     .await;
     if let Some(task) = admin_task {

@@ -3,8 +3,8 @@
 use crate::{ConfigDriveError, DRIVE_BYTES, MAX_INJECTED_FILES};
 use base64::Engine as _;
 use bytes::Bytes;
-use meta169_tree::render::{self, DriveExtras};
 use meta169_tree::versions::{self, OPENSTACK_VERSIONS};
+use meta169_tree::{ec2, openstack, DriveExtras};
 use meta169_tree::{to_python_json, Instance, RenderOptions};
 use sha2::{Digest, Sha512};
 
@@ -84,7 +84,7 @@ pub fn drive_files(input: &DriveInput<'_>) -> Result<Vec<(String, Bytes)>, Confi
 
     for version in EC2_DRIVE_VERSIONS {
         let index = versions::ec2_index(version).expect("drive versions are known");
-        let node = render::ec2_tree(instance, input.render, index);
+        let node = ec2::ec2_tree(instance, input.render, index);
         let json = node.to_json(None);
         out.push((
             format!("ec2/{version}/meta-data.json"),
@@ -108,7 +108,7 @@ pub fn drive_files(input: &DriveInput<'_>) -> Result<Vec<(String, Bytes)>, Confi
         admin_pass: input.admin_pass.clone(),
     };
     let seed = seed(input);
-    let vendor_static = render::vendor_static_json(input.render);
+    let vendor_static = openstack::vendor_static_json(input.render);
     let vendor_data2 = input.vendor_data2.clone().unwrap_or_else(|| {
         let mut doc = serde_json::Map::new();
         if let Some(v) = &input.render.vendor_static {
@@ -116,13 +116,13 @@ pub fn drive_files(input: &DriveInput<'_>) -> Result<Vec<(String, Bytes)>, Confi
         }
         Bytes::from(to_python_json(&serde_json::Value::Object(doc)))
     });
-    let network_data = Bytes::from(to_python_json(&render::network_data(instance)));
+    let network_data = Bytes::from(to_python_json(&openstack::network_data(instance)));
     let mut all_versions: Vec<&str> = OPENSTACK_VERSIONS.to_vec();
     all_versions.push("latest");
     for version in all_versions {
         let index = versions::openstack_index(version).expect("known version");
         let dir = format!("openstack/{version}");
-        let md = render::meta_data_document(instance, input.render, version, &seed, &extras)
+        let md = openstack::meta_data_document(instance, input.render, version, &seed, &extras)
             .expect("known version");
         out.push((format!("{dir}/meta_data.json"), Bytes::from(md)));
         if let Some(data) = &instance.user_data {

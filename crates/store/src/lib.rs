@@ -1,7 +1,7 @@
 //! Where meta169 keeps instance records, their ports ((network, IP, MAC) →
-//! instance) and guest-posted passwords. One trait, [`Store`], with the
-//! embedded SQLite backend as the default; a PostgreSQL backend for several
-//! API replicas implements the same trait.
+//! instance) and guest-posted passwords. One trait, [`Store`], so that
+//! other backends can follow; today the embedded SQLite backend is the only
+//! one, and a `postgres://` URL is refused with a message saying so.
 
 mod sqlite;
 

@@ -4,7 +4,7 @@
 
 use crate::{InstanceSummary, Store, StoreError, StoredInstance, MAX_PASSWORD_LEN};
 use async_trait::async_trait;
-use meta169_tree::model::{format_mac, parse_mac};
+use meta169_http::mac::{format_mac, parse_mac};
 use meta169_tree::Instance;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::net::IpAddr;

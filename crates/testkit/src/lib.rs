@@ -4,6 +4,7 @@
 //! or name this helper created — never by a name search.
 
 pub mod ovn;
+pub mod sb;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
@@ -37,8 +38,23 @@ impl Process {
         }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    /// The process id, while the process has not been stopped or killed.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Send `signal` to the process; false if it is already stopped. Never
+    /// signals pid 0 (which would reach the whole process group).
+    pub fn signal(&self, signal: i32) -> bool {
+        let Some(pid) = self
+            .pid()
+            .and_then(|p| i32::try_from(p).ok())
+            .filter(|p| *p > 0)
+        else {
+            return false;
+        };
+        // SAFETY: kill(2) on the pid of a child we started and have not reaped.
+        unsafe { libc::kill(pid, signal) == 0 }
     }
 
     /// SIGKILL, no chance to clean up: what a crash looks like.
@@ -58,13 +74,10 @@ impl Process {
 
     /// SIGTERM, wait up to 5 s, then SIGKILL.
     pub fn stop(&mut self) {
+        self.signal(libc::SIGTERM);
         let Some(mut child) = self.child.take() else {
             return;
         };
-        // SAFETY: kill(2) on the pid of a child we started and have not reaped.
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGTERM);
-        }
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
@@ -422,8 +435,9 @@ impl OvsdbServer {
         format!("unix:{}", self.socket.display())
     }
 
-    pub fn pid(&self) -> u32 {
-        self.process.as_ref().map(|p| p.pid()).unwrap_or(0)
+    /// The server's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().and_then(Process::pid)
     }
 
     /// Stop (SIGKILL: as abrupt as a crash).
@@ -488,11 +502,11 @@ impl OvsdbServer {
     }
 
     /// Freeze or thaw the server (SIGSTOP / SIGCONT): a server that hangs.
+    /// Nothing happens once it has been killed.
     pub fn freeze(&self, frozen: bool) {
         let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
-        // SAFETY: kill(2) on the pid of the server this helper started.
-        unsafe {
-            libc::kill(self.pid() as i32, signal);
+        if let Some(process) = &self.process {
+            process.signal(signal);
         }
     }
 }

@@ -3,16 +3,20 @@
 //! Pure: no I/O, no HTTP; the API serves the tree and the config-drive
 //! writer writes it, so the two never disagree.
 
+pub mod ec2;
 mod json;
 pub mod model;
+pub mod openstack;
 pub mod path;
-pub mod render;
+pub mod tree;
 pub mod versions;
 
+pub use ec2::Ec2Node;
 pub use json::to_python_json;
 pub use model::{Device, DeviceKind, Instance, InvalidInstance, Port};
+pub use openstack::DriveExtras;
 pub use path::{MetadataPath, PathError};
-pub use render::{Body, ContentType, DriveExtras, Ec2Node, Entry, RenderOptions, Tree};
+pub use tree::{full_hostname, Body, ContentType, Entry, RenderOptions, Tree};
 
 /// The example record shipped in `docs/instance.example.json`: the demo
 /// instance, and the reference for the record format.

@@ -4,6 +4,7 @@
 
 use base64::Engine as _;
 use indexmap::IndexMap;
+use meta169_http::mac::parse_mac;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
@@ -210,28 +211,6 @@ fn check_id(field: &'static str, value: &str) -> Result<(), InvalidInstance> {
     }
 }
 
-/// Parse `aa:bb:cc:dd:ee:ff` (any case) into bytes.
-pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = text.split(':');
-    for byte in out.iter_mut() {
-        let part = parts.next()?;
-        if part.len() != 2 {
-            return None;
-        }
-        *byte = u8::from_str_radix(part, 16).ok()?;
-    }
-    parts.next().is_none().then_some(out)
-}
-
-/// Canonical lower-case text form of a MAC.
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 mod base64_opt {
     use base64::Engine as _;
     use serde::{Deserialize, Deserializer, Serializer};
@@ -272,22 +251,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mac_parsing() {
-        assert_eq!(
-            parse_mac("FA:16:3e:00:00:01"),
-            Some([0xfa, 0x16, 0x3e, 0, 0, 1])
-        );
-        assert_eq!(parse_mac("fa:16:3e:00:00"), None);
-        assert_eq!(parse_mac("fa:16:3e:00:00:01:02"), None);
-        assert_eq!(parse_mac("fa:16:3e:00:00:0g"), None);
-        assert_eq!(parse_mac("fa:16:3e:00:00:001"), None);
-        assert_eq!(
-            format_mac(&[0xfa, 0x16, 0x3e, 0, 0, 1]),
-            "fa:16:3e:00:00:01"
-        );
-    }
-
-    #[test]
     fn user_data_round_trips_as_base64() {
         let json = serde_json::json!({
             "uuid": "u1", "name": "n", "hostname": "h", "project_id": "p",
@@ -324,32 +287,5 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("unknown field `colour`"));
-    }
-}
-
-/// The MAC inside an EUI-64 IPv6 interface identifier (`fe80::f816:3eff:fe12:3456`
-/// → `fa:16:3e:12:34:56`), as Neutron derives it for IPv6 link-local guests.
-/// `None` for addresses that are not EUI-64 (stable-privacy, random).
-pub fn mac_from_eui64(ip: std::net::Ipv6Addr) -> Option<[u8; 6]> {
-    let o = ip.octets();
-    if o[11] != 0xff || o[12] != 0xfe {
-        return None;
-    }
-    Some([o[8] ^ 0x02, o[9], o[10], o[13], o[14], o[15]])
-}
-
-#[cfg(test)]
-mod eui64_tests {
-    use super::*;
-
-    #[test]
-    fn eui64_mac_is_recovered() {
-        let ip: std::net::Ipv6Addr = "fe80::f816:3eff:fe12:3456".parse().unwrap();
-        assert_eq!(
-            mac_from_eui64(ip),
-            Some([0xfa, 0x16, 0x3e, 0x12, 0x34, 0x56])
-        );
-        let privacy: std::net::Ipv6Addr = "fe80::1c2d:3a4b:5c6d:7e8f".parse().unwrap();
-        assert_eq!(mac_from_eui64(privacy), None);
     }
 }

@@ -296,7 +296,7 @@ fn minimal_record_uses_defaults() {
 fn generated_network_data_has_one_link_per_port() {
     let mut instance = example_instance();
     instance.network_data = None;
-    let doc = render::network_data(&instance);
+    let doc = openstack::network_data(&instance);
     assert_eq!(doc["links"][0]["id"], "tap1f0c2d3e-4a");
     assert_eq!(doc["networks"][0]["type"], "ipv4_dhcp");
     assert_eq!(doc["services"], serde_json::json!([]));
@@ -304,7 +304,7 @@ fn generated_network_data_has_one_link_per_port() {
 
 #[test]
 fn config_drive_ec2_json_keeps_raw_nesting() {
-    let node = render::ec2_tree(&example_instance(), &RenderOptions::default(), 8);
+    let node = ec2::ec2_tree(&example_instance(), &RenderOptions::default(), 8);
     let json = node.to_json(None);
     let md = &json["meta-data"];
     assert_eq!(md["ami-launch-index"], 0);
@@ -324,11 +324,11 @@ fn example_record_is_valid() {
 
 #[test]
 fn config_drive_meta_data_carries_files_and_admin_pass_in_novas_place() {
-    let extras = render::DriveExtras {
+    let extras = openstack::DriveExtras {
         files: vec![("/etc/motd".into(), "/content/0000".into())],
         admin_pass: Some("pw".into()),
     };
-    let doc = render::meta_data_document(
+    let doc = openstack::meta_data_document(
         &example_instance(),
         &RenderOptions::default(),
         "latest",

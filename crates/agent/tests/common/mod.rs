@@ -6,6 +6,7 @@ use meta169_api::signing::sign_instance_id;
 use meta169_api::{admin, metadata_router, server, ApiSettings, MetadataService, ServerLimits};
 use meta169_ovsdb::{Remote, Rpc};
 use meta169_store::{SqliteStore, Store};
+use meta169_testkit::sb::{self, RowRef, VmPort};
 use meta169_testkit::Netns;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 pub const SECRET: &[u8] = b"agent-test-secret";
 pub const T: Duration = Duration::from_secs(20);
-pub const DB: &str = "OVN_Southbound";
+pub const DB: &str = sb::SB_DB;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -46,13 +47,7 @@ impl Sb {
 
     /// Chassis + Encap + Chassis_Private, as ovn-controller registers; returns the Chassis uuid.
     pub async fn chassis(&self, name: &str) -> String {
-        let r = self
-            .tx(vec![
-                json!({"op": "insert", "table": "Encap", "uuid-name": "e", "row": {"type": "geneve", "ip": "127.0.0.1", "chassis_name": name}}),
-                json!({"op": "insert", "table": "Chassis", "uuid-name": "c", "row": {"name": name, "hostname": name, "encaps": ["named-uuid", "e"]}}),
-                json!({"op": "insert", "table": "Chassis_Private", "row": {"name": name, "chassis": ["named-uuid", "c"], "nb_cfg": 0}}),
-            ])
-            .await;
+        let r = self.tx(sb::chassis(name)).await;
         r[1]["uuid"][1].as_str().unwrap().to_string()
     }
 
@@ -77,10 +72,7 @@ impl Sb {
 
     /// A Datapath_Binding for Neutron network `network` (as ovn-northd names it).
     pub async fn datapath(&self, network: &str, key: i64) -> String {
-        let r = self
-            .tx(vec![json!({"op": "insert", "table": "Datapath_Binding", "row": {"tunnel_key": key,
-                "external_ids": ["map", [["name", format!("neutron-{network}")], ["name2", "private"]]]}})])
-            .await;
+        let r = self.tx(vec![sb::datapath(network, key, None)]).await;
         r[0]["uuid"][1].as_str().unwrap().to_string()
     }
 
@@ -93,13 +85,14 @@ impl Sb {
         cidr: &str,
         key: i64,
     ) {
-        let ip = cidr.split('/').next().unwrap();
-        self.tx(vec![json!({"op": "insert", "table": "Port_Binding", "row": {
-            "logical_port": format!("meta-{network}"), "type": "localport", "datapath": ["uuid", datapath], "tunnel_key": key,
-            "mac": ["set", [format!("{mac} {ip}")]],
-            "external_ids": ["map", [["neutron:device_owner", "network:distributed"], ["neutron:device_id", format!("ovnmeta-{network}")],
-                ["neutron:cidrs", cidr], ["neutron:mtu", "1442"], ["neutron:project_id", "p"]]]}})])
-            .await;
+        self.tx(vec![sb::metadata_port(
+            network,
+            RowRef::Uuid(datapath),
+            mac,
+            cidr,
+            key,
+        )])
+        .await;
     }
 
     /// A VM port, bound to `chassis` if given.
@@ -115,21 +108,21 @@ impl Sb {
         chassis: Option<&str>,
         key: i64,
     ) {
-        let mut row = json!({"logical_port": name, "type": "", "datapath": ["uuid", datapath], "tunnel_key": key,
-            "mac": ["set", [format!("{mac} {ip}")]],
-            "external_ids": ["map", [["neutron:device_id", instance], ["neutron:project_id", project], ["neutron:cidrs", cidrs(ip)]]]});
-        if let Some(c) = chassis {
-            row["chassis"] = json!(["uuid", c]);
-        }
-        self.tx(vec![
-            json!({"op": "insert", "table": "Port_Binding", "row": row}),
-        ])
+        self.tx(vec![sb::vm_port(&VmPort {
+            name,
+            datapath: RowRef::Uuid(datapath),
+            mac,
+            ips: ip,
+            instance,
+            project,
+            chassis: chassis.map(RowRef::Uuid),
+            key,
+        })])
         .await;
     }
 
     pub async fn bind(&self, port: &str, chassis: Option<&str>) {
-        let value = chassis.map_or(json!(["set", []]), |c| json!(["uuid", c]));
-        self.tx(vec![json!({"op": "update", "table": "Port_Binding", "where": [["logical_port", "==", port]], "row": {"chassis": value}})])
+        self.tx(vec![sb::bind(port, chassis.map(RowRef::Uuid))])
             .await;
     }
 
@@ -146,21 +139,6 @@ impl Sb {
             .map(|p| (p[0].as_str().unwrap().to_string(), p[1].clone()))
             .collect()
     }
-}
-
-/// `neutron:cidrs` of space-separated addresses: /24 for IPv4, /64 for IPv6.
-fn cidrs(addresses: &str) -> String {
-    addresses
-        .split_whitespace()
-        .map(|a| {
-            if a.contains(':') {
-                format!("{a}/64")
-            } else {
-                format!("{a}/24")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// A metadata API in signed mode, in-process on loopback.

@@ -15,10 +15,12 @@
 //! Anything else (a chunked or unframed answer, a connection closed with
 //! requests outstanding) ends the lane and hands the unanswered requests
 //! back to the caller, which sends them again on a plain connection: a GET
-//! may be repeated.
+//! may be repeated. Answers are read by [`super::answer`].
 
+use super::answer::{parse_answer, AnswerError};
+use super::Answer;
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,15 +34,15 @@ use tokio::time::Instant;
 pub const MAX_DEPTH: usize = 8;
 /// Lanes (connections) to one upstream.
 pub const MAX_LANES: usize = 64;
-/// Largest answer head read.
-const MAX_ANSWER_HEAD_BYTES: usize = 64 * 1024;
-/// Answer headers parsed.
-const MAX_ANSWER_HEADERS: usize = 64;
 /// Shortest period between checks for overdue answers.
 const MIN_CHECK_PERIOD: Duration = Duration::from_millis(100);
-
-/// Status, `Content-Type` and body of an answer.
-pub type Answer = (StatusCode, Option<HeaderValue>, Bytes);
+/// Time allowed to connect a lane.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// First sizes of a lane's read and write buffers (they grow as needed).
+const READ_BUFFER_BYTES: usize = 16 * 1024;
+const WRITE_BUFFER_BYTES: usize = 4 * 1024;
+/// First size of a request head.
+const HEAD_BYTES: usize = 256;
 
 /// Why a pipelined request has no answer.
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +88,7 @@ impl Pipeline {
     pub fn new(authority: &str, max_body_bytes: usize, answer_timeout: Duration) -> Pipeline {
         Pipeline {
             authority: authority.to_string(),
-            connect_timeout: Duration::from_secs(5),
+            connect_timeout: CONNECT_TIMEOUT,
             lanes: Mutex::new(Vec::new()),
             usable: AtomicBool::new(true),
             max_body_bytes,
@@ -222,8 +224,8 @@ impl LaneRun {
                 .map_err(|e| LaneEnd::Connect(e.to_string()))?;
         let _ = stream.set_nodelay(true);
         let (mut reader, mut writer) = stream.into_split();
-        let mut received = BytesMut::with_capacity(16 * 1024);
-        let mut batch = BytesMut::with_capacity(4 * 1024);
+        let mut received = BytesMut::with_capacity(READ_BUFFER_BYTES);
+        let mut batch = BytesMut::with_capacity(WRITE_BUFFER_BYTES);
         // One timer for the lane's life, checked a few times per timeout,
         // rather than a timer per request or per batch.
         let mut check = tokio::time::interval((self.answer_timeout / 4).max(MIN_CHECK_PERIOD));
@@ -323,171 +325,19 @@ impl LaneRun {
     }
 }
 
-#[derive(Debug)]
-enum AnswerError {
-    /// No `Content-Length` (chunked or read to the end).
-    Unframed,
-    Malformed(String),
-}
-
-/// Parse one answer at the start of `buffer`: the answer, the bytes it
-/// took, and whether the connection closes after it; `None` while it is
-/// incomplete.
-fn parse_answer(
-    buffer: &[u8],
-    max_body: usize,
-) -> Result<Option<(Answer, usize, bool)>, AnswerError> {
-    let mut start = 0;
-    loop {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_ANSWER_HEADERS];
-        let mut response = httparse::Response::new(&mut headers);
-        let head_len = match response.parse(&buffer[start..]) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) => {
-                if buffer.len() - start > MAX_ANSWER_HEAD_BYTES {
-                    return Err(AnswerError::Malformed(format!(
-                        "answer head larger than {MAX_ANSWER_HEAD_BYTES} bytes"
-                    )));
-                }
-                return Ok(None);
-            }
-            Err(e) => return Err(AnswerError::Malformed(format!("bad answer head: {e}"))),
-        };
-        let code = response.code.unwrap_or(0);
-        // An interim answer (100 Continue and the like) precedes the real one.
-        if (100..200).contains(&code) {
-            start += head_len;
-            continue;
-        }
-        let status = StatusCode::from_u16(code)
-            .map_err(|_| AnswerError::Malformed(format!("bad status {code}")))?;
-        let mut content_length: Option<usize> = None;
-        let mut content_type = None;
-        let mut close = response.version == Some(0);
-        for header in response.headers.iter() {
-            if header.name.eq_ignore_ascii_case("content-length") {
-                let length = std::str::from_utf8(header.value)
-                    .ok()
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-                    .ok_or_else(|| AnswerError::Malformed("bad Content-Length".into()))?;
-                if content_length.is_some_and(|seen| seen != length) {
-                    return Err(AnswerError::Malformed(
-                        "two different Content-Length headers".into(),
-                    ));
-                }
-                content_length = Some(length);
-            } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
-                return Err(AnswerError::Unframed);
-            } else if header.name.eq_ignore_ascii_case("content-type") {
-                content_type = HeaderValue::from_bytes(header.value).ok();
-            } else if header.name.eq_ignore_ascii_case("connection") {
-                let value = String::from_utf8_lossy(header.value).to_ascii_lowercase();
-                if value.split(',').any(|t| t.trim() == "close") {
-                    close = true;
-                } else if value.split(',').any(|t| t.trim() == "keep-alive") {
-                    close = false;
-                }
-            }
-        }
-        let body_length = if code == 204 || code == 304 {
-            0
-        } else {
-            content_length.ok_or(AnswerError::Unframed)?
-        };
-        if body_length > max_body {
-            return Err(AnswerError::Malformed(format!(
-                "answer body of {body_length} bytes is over the {max_body}-byte limit"
-            )));
-        }
-        let body_start = start + head_len;
-        if buffer.len() < body_start + body_length {
-            return Ok(None);
-        }
-        let body = Bytes::copy_from_slice(&buffer[body_start..body_start + body_length]);
-        return Ok(Some((
-            (status, content_type, body),
-            body_start + body_length,
-            close,
-        )));
+/// The head of a bodiless GET of `target` as written on the wire.
+pub fn request_head(target: &str, authority: &str, headers: &[(HeaderName, HeaderValue)]) -> Bytes {
+    let mut head = BytesMut::with_capacity(HEAD_BYTES);
+    head.extend_from_slice(b"GET ");
+    head.extend_from_slice(target.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    head.extend_from_slice(authority.as_bytes());
+    for (name, value) in headers {
+        head.extend_from_slice(b"\r\n");
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const LIMIT: usize = 1 << 20;
-
-    #[test]
-    fn answers_are_split_by_content_length() {
-        let two = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 3\r\n\r\nabcHTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n";
-        let ((status, ct, body), used, close) = parse_answer(two, LIMIT).unwrap().unwrap();
-        assert_eq!(
-            (status.as_u16(), &body[..], close),
-            (200, &b"abc"[..], false)
-        );
-        assert_eq!(ct.unwrap(), "text/plain");
-        let ((status, _, body), rest, _) = parse_answer(&two[used..], LIMIT).unwrap().unwrap();
-        assert_eq!(
-            (status.as_u16(), body.len(), used + rest),
-            (404, 0, two.len())
-        );
-    }
-
-    #[test]
-    fn partial_answers_wait_for_more() {
-        let full = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
-        for cut in 0..full.len() {
-            assert!(
-                parse_answer(&full[..cut], LIMIT).unwrap().is_none(),
-                "cut at {cut}"
-            );
-        }
-        assert!(parse_answer(full, LIMIT).unwrap().is_some());
-    }
-
-    #[test]
-    fn interim_answers_are_skipped_and_close_is_seen() {
-        let text = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nConnection: close\r\ncontent-length: 2\r\n\r\nok";
-        let ((status, _, body), used, close) = parse_answer(text, LIMIT).unwrap().unwrap();
-        assert_eq!(
-            (status.as_u16(), &body[..], used, close),
-            (200, &b"ok"[..], text.len(), true)
-        );
-        let old = b"HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n";
-        assert!(parse_answer(old, LIMIT).unwrap().unwrap().2);
-    }
-
-    #[test]
-    fn unframed_and_malformed_answers_are_refused() {
-        let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n";
-        assert!(matches!(
-            parse_answer(chunked, LIMIT),
-            Err(AnswerError::Unframed)
-        ));
-        let unframed = b"HTTP/1.1 200 OK\r\n\r\nbody";
-        assert!(matches!(
-            parse_answer(unframed, LIMIT),
-            Err(AnswerError::Unframed)
-        ));
-        for bad in [
-            &b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n"[..],
-            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\ncontent-length: 99999999\r\n\r\n",
-            b"garbage\r\n\r\n",
-        ] {
-            assert!(
-                matches!(parse_answer(bad, LIMIT), Err(AnswerError::Malformed(_))),
-                "{}",
-                String::from_utf8_lossy(bad)
-            );
-        }
-        let endless = vec![b'a'; MAX_ANSWER_HEAD_BYTES + 10];
-        let mut head = b"HTTP/1.1 200 OK\r\nx: ".to_vec();
-        head.extend(endless);
-        assert!(matches!(
-            parse_answer(&head, LIMIT),
-            Err(AnswerError::Malformed(_))
-        ));
-    }
+    head.extend_from_slice(b"\r\n\r\n");
+    head.freeze()
 }

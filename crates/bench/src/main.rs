@@ -1,0 +1,63 @@
+//! `meta169-bench`: meta169 measured next to a baseline in the same run on
+//! the same machine, printed as ratios because these machines are noisy
+//! (see perf-method.md). A tool for developers, not part of the product:
+//! it starts real components through the tests' own helper.
+
+mod agent;
+mod api;
+mod configdrive;
+mod measure;
+mod ovsdb;
+mod ratelimit;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "meta169-bench",
+    about = "Measure meta169 against a baseline in the same run"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The metadata API vs a bare hyper server returning a body of the same size.
+    Api(api::ApiBenchArgs),
+    /// Config-drive images (64 KiB user data, 100 injected files) vs
+    /// genisoimage / mkfs.vfat + mcopy, the tools Nova runs.
+    Configdrive(configdrive::ConfigDriveBenchArgs),
+    /// The agent: proxy overhead, bind-to-answer time, memory per network,
+    /// and a boot storm, each against a baseline (needs root and OVN's packages).
+    Agent(agent::AgentBenchArgs),
+    /// Reading Southbound snapshots of 5 and 50 MB off an OVSDB connection.
+    Ovsdb(ovsdb::OvsdbBenchArgs),
+    /// The per-guest rate limiter's cost with a full table of guests.
+    Ratelimit(ratelimit::RateLimitBenchArgs),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Api(args) => api::run(args).await,
+            Command::Configdrive(args) => configdrive::run(args),
+            Command::Agent(args) => agent::run(args).await,
+            Command::Ovsdb(args) => ovsdb::run(args).await,
+            Command::Ratelimit(args) => ratelimit::run(args),
+        }
+    })
+}
