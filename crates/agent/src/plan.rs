@@ -38,18 +38,24 @@ pub enum Action {
 }
 
 /// What to do. `complete`: the view reflects every row this chassis needs
-/// (the monitor has answered every condition derived from it). Only a
-/// complete view is acted on: a partial one (a restarted agent's first
-/// rounds, before its ports and their networks have arrived) would remove
-/// namespaces guests are using.
+/// (the monitor has answered every condition derived from it).
+///
+/// Nothing is removed on a partial view: a restarted agent's first rounds,
+/// before its ports and their networks have arrived, would remove the
+/// namespaces guests are using. A network is provisioned as soon as it is
+/// in the view, complete or not: it appears there only once its datapath,
+/// its metadata port and every VM port bound here have arrived (those come
+/// with this chassis' own condition), so its spec is whole; waiting for
+/// completeness would hold back every new network while others keep
+/// arriving, in the boot storms when guests need them most.
 pub fn plan(view: &SbView, complete: bool, existing: &Existing) -> Vec<Action> {
     // Without our Chassis row nothing can be known to be bound here;
     // acting now would cut guests off during an ovn-controller restart.
-    if !complete || view.chassis_uuid.is_none() {
+    if view.chassis_uuid.is_none() {
         return Vec::new();
     }
     let mut actions = Vec::new();
-    if let Some(namespaces) = &existing.namespaces {
+    if let (true, Some(namespaces)) = (complete, &existing.namespaces) {
         actions.extend(
             namespaces
                 .iter()
@@ -70,6 +76,9 @@ pub fn plan(view: &SbView, complete: bool, existing: &Existing) -> Vec<Action> {
         if !up_to_date {
             actions.push(Action::Provision(spec.clone()));
         }
+    }
+    if !complete {
+        return actions;
     }
     actions.extend(
         existing

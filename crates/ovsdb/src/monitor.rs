@@ -479,20 +479,36 @@ async fn session(
                 }
             }
             change = changes.recv() => {
-                let Some((table, clauses)) = change else { return Ok(()) };
+                let Some(first) = change else { return Ok(()) };
+                // Changes queued meanwhile supersede earlier ones for their
+                // table: one request carries the latest of each.
+                let mut latest: Vec<(String, Vec<Value>)> = vec![first];
+                while let Ok((table, clauses)) = changes.try_recv() {
+                    match latest.iter_mut().find(|(t, _)| *t == table) {
+                        Some(slot) => slot.1 = clauses,
+                        None => latest.push((table, clauses)),
+                    }
+                }
                 if let Ok(mut c) = shared.conditions.lock() {
-                    c.insert(table.clone(), clauses.clone());
+                    for (table, clauses) in &latest {
+                        c.insert(table.clone(), clauses.clone());
+                    }
                 }
                 if version2 {
-                    let update = json!({ table.as_str(): [{"where": clauses}] });
+                    let update: Map<String, Value> = latest
+                        .iter()
+                        .map(|(table, clauses)| (table.clone(), json!([{"where": clauses}])))
+                        .collect();
                     rpc.call("monitor_cond_change", json!([MONITOR_ID, MONITOR_ID, update]), timeout).await?;
-                    // The server sends the rows a new condition brings
-                    // before its reply: they are queued now. Apply them,
-                    // then say the replica reflects the new condition.
+                    // The server sends the rows new conditions bring before
+                    // its reply: they are queued now. Apply them, then say
+                    // the replica reflects the new conditions.
                     if let Ok(note) = notes.try_recv() {
                         apply_notifications(&mut replica, &schema, note, &mut notes);
                     }
-                    replica.record_conditions(&table, clauses);
+                    for (table, clauses) in latest {
+                        replica.record_conditions(&table, clauses);
+                    }
                     replica.generation += 1;
                     let _ = replica_tx.send(Arc::new(replica.clone()));
                 }

@@ -175,6 +175,48 @@ async fn conditional_monitor_follows_bindings() {
 }
 
 #[tokio::test]
+async fn the_replica_says_which_conditions_its_rows_reflect() {
+    let dir = temp_dir();
+    let server = OvsdbServer::start("sb", OVN_SB_SCHEMA, dir.path());
+    let rpc = rpc(&server).await;
+    let dp = add_datapath(&rpc, "net1", 1).await;
+    for (key, name) in ["p1", "p2", "p3"].iter().enumerate() {
+        add_port(&rpc, name, &dp, key as i64 + 1, None).await;
+    }
+    let nothing = vec![json!(false)];
+    let options = MonitorOptions::new(
+        "OVN_Southbound",
+        vec![TableMonitor::all("Port_Binding")
+            .columns(&["logical_port"])
+            .when(nothing.clone())],
+    );
+    let monitor = Monitor::start(server.remote().parse().unwrap(), options);
+    let replica = monitor.ready(T).await.unwrap();
+    assert!(replica.reflects_conditions("Port_Binding", &nothing));
+    assert!(port_names(&replica).is_empty());
+
+    // Changes queued together: the latest is what the replica ends with,
+    // and it says so only once its rows are in.
+    let one = vec![json!(["logical_port", "==", "p1"])];
+    let two = vec![
+        json!(["logical_port", "==", "p2"]),
+        json!(["logical_port", "==", "p3"]),
+    ];
+    monitor.set_conditions("Port_Binding", one.clone());
+    monitor.set_conditions("Port_Binding", two.clone());
+    let replica = until(&monitor, "the latest conditions reflected", |r| {
+        r.reflects_conditions("Port_Binding", &two)
+    })
+    .await;
+    assert_eq!(port_names(&replica), ["p2", "p3"]);
+    assert!(!replica.reflects_conditions("Port_Binding", &one));
+    assert!(
+        !replica.reflects_conditions("Datapath_Binding", &nothing),
+        "not monitored"
+    );
+}
+
+#[tokio::test]
 async fn restart_resyncs_without_duplicates() {
     let dir = temp_dir();
     let mut server = OvsdbServer::start("sb", OVN_SB_SCHEMA, dir.path());
