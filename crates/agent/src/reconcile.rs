@@ -64,7 +64,7 @@ async fn wait_ready(monitor: &Monitor, what: &str) -> Result<(), AgentError> {
             Ok(_) => return Ok(()),
             Err(OvsdbError::Timeout(_)) => {
                 let state = monitor.state().borrow().clone();
-                tracing::warn!("still waiting for {what} ({state:?}); check that it runs and that the remote is right");
+                tracing::warn!("still waiting for {what} ({state}); check that it runs and that the remote is right");
             }
             Err(e) => {
                 return Err(AgentError::Database {
@@ -79,6 +79,13 @@ async fn wait_ready(monitor: &Monitor, what: &str) -> Result<(), AgentError> {
 impl Agent {
     /// Connect to the databases and open the agent's UNIX sockets.
     pub async fn start(settings: AgentSettings) -> Result<Agent, AgentError> {
+        // What cannot fix itself fails now; a database that is down is
+        // waited for below.
+        for remote in settings.sb_remotes() {
+            remote
+                .check()
+                .map_err(|e| AgentError::Config(e.to_string()))?;
+        }
         let needs_ovs = matches!(settings.bridge, BridgeMode::Ovs(_)) || settings.chassis.is_none();
         let ovs = if needs_ovs {
             let monitor = ovs::start(settings.ovs.clone());

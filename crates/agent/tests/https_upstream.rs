@@ -15,6 +15,11 @@ use std::time::Duration;
 
 /// An HTTPS server that answers with the identity headers it received.
 async fn https_api(dir: &Path) -> String {
+    https_api_with(dir, false).await
+}
+
+/// The same, optionally requiring a client certificate signed by the CA.
+async fn https_api_with(dir: &Path, client_auth: bool) -> String {
     use tokio_rustls::rustls;
     let certs =
         rustls_pemfile::certs(&mut std::fs::read(dir.join("server.pem")).unwrap().as_slice())
@@ -24,14 +29,25 @@ async fn https_api(dir: &Path) -> String {
         rustls_pemfile::private_key(&mut std::fs::read(dir.join("server.key")).unwrap().as_slice())
             .unwrap()
             .unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = if client_auth {
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in rustls_pemfile::certs(&mut std::fs::read(dir.join("ca.pem")).unwrap().as_slice())
+        {
+            roots.add(ca.unwrap()).unwrap();
+        }
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let config = builder.with_single_cert(certs, key).unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}", listener.local_addr().unwrap());
@@ -108,6 +124,8 @@ async fn https_upstreams_are_verified_against_the_given_ca() {
         timeout: Duration::from_secs(5),
         insecure,
         ca_cert: ca.map(|c| dir.path().join(c)),
+        client_cert: None,
+        client_key: None,
         pipelining: meta169_agent::Pipelining::Auto,
     };
     // Verified with the CA that signed the server.
@@ -144,4 +162,39 @@ async fn https_upstreams_are_verified_against_the_given_ca() {
             .status(),
         200
     );
+}
+
+#[tokio::test]
+async fn a_nova_requiring_client_certificates_gets_the_configured_one() {
+    let dir = meta169_testkit::temp_dir();
+    meta169_testkit::make_pki(dir.path(), &["server", "client"], Some("IP:127.0.0.1"));
+    let api = https_api_with(dir.path(), true).await;
+    let upstream = |client: bool| Upstream {
+        url: api.clone(),
+        shared_secret: common::SECRET.to_vec(),
+        timeout: Duration::from_secs(5),
+        insecure: false,
+        ca_cert: Some(dir.path().join("ca.pem")),
+        client_cert: client.then(|| dir.path().join("client.pem")),
+        client_key: client.then(|| dir.path().join("client.key")),
+        pipelining: meta169_agent::Pipelining::Auto,
+    };
+    // nova_client_cert and nova_client_priv_key given: served.
+    let url = agent_listener(upstream(true)).await;
+    let r = reqwest::get(format!("{url}/latest/meta-data/instance-id"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "inst-tls proj-tls 127.0.0.1");
+    // Without them the API refuses the handshake: the guest gets 503.
+    let url = agent_listener(upstream(false)).await;
+    let r = reqwest::get(format!("{url}/latest/meta-data/instance-id"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    // A certificate without its key is an error at start.
+    let mut half = upstream(true);
+    half.client_key = None;
+    let err = Proxy::new(&half).err().unwrap().to_string();
+    assert!(err.contains("nova_client_priv_key"), "{err}");
 }

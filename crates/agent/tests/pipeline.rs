@@ -70,6 +70,8 @@ fn upstream(url: &str, pipelining: Pipelining) -> Upstream {
         timeout: Duration::from_secs(20),
         insecure: false,
         ca_cert: None,
+        client_cert: None,
+        client_key: None,
         pipelining,
     }
 }

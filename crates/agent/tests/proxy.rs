@@ -27,6 +27,8 @@ fn proxy_with(url: &str, timeout: Duration, limits: Option<RateLimits>) -> Arc<P
         timeout,
         insecure: false,
         ca_cert: None,
+        client_cert: None,
+        client_key: None,
         pipelining: meta169_agent::Pipelining::Auto,
     })
     .unwrap();

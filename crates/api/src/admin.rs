@@ -85,13 +85,20 @@ async fn stored(s: &AdminState, uuid: &str) -> Result<StoredInstance, AdminError
         .ok_or_else(|| AdminError::NoInstance(uuid.to_string()))
 }
 
-async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
-    let presented = request
+/// The credentials of `Authorization: Bearer <token>`; the scheme in any
+/// letter case (RFC 9110).
+fn bearer_token(request: &Request) -> &str {
+    request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, token)| token.trim())
+}
+
+async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let presented = bearer_token(&request);
     let ok: bool = presented.as_bytes().ct_eq(state.token.as_bytes()).into();
     if !ok || state.token.is_empty() {
         let mut r = (

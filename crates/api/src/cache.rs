@@ -49,6 +49,22 @@ pub enum AddressKey {
     AnyNetworkIp(IpAddr),
 }
 
+impl std::fmt::Display for AddressKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AddressKey::NetworkIp(network, ip) => write!(f, "{ip} on network {network}"),
+            AddressKey::NetworkMac(network, mac) => {
+                write!(
+                    f,
+                    "MAC {} on network {network}",
+                    meta169_http::mac::format_mac(mac)
+                )
+            }
+            AddressKey::AnyNetworkIp(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
 struct Timed<T> {
     value: T,
     at: Instant,

@@ -98,7 +98,7 @@ impl MetadataService {
                 Ok(Some(uuid.clone()))
             }
             many => {
-                tracing::error!(?key, instances = ?many, "address belongs to several instances; register the ports with their network ids");
+                tracing::error!(address = %key, instances = %many.join(", "), "address belongs to several instances; register the ports with their network ids");
                 Err(ApiError::Ambiguous(format!(
                     "The address belongs to {} instances; the operator must make it unique.",
                     many.len()

@@ -704,6 +704,17 @@ async fn admin_api_needs_its_token_and_explains_bad_input() {
             .status(),
         401
     );
+    // The scheme matches in any letter case (RFC 9110).
+    for scheme in ["bearer", "BEARER"] {
+        let answer = api
+            .http
+            .get(&url)
+            .header("authorization", format!("{scheme} {ADMIN_TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "{scheme}");
+    }
     let list: Value = api
         .http
         .get(&url)

@@ -20,7 +20,7 @@ pub const DEFAULT_UPSTREAM_TIMEOUT_SECONDS: u64 = 60;
 
 #[derive(Args, Clone)]
 pub struct AgentArgs {
-    /// meta169 configuration file (its [agent] section).
+    /// meta169 configuration file (its [agent] section) [default: /etc/meta169/meta169.toml if it exists].
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// An existing neutron_ovn_metadata_agent.ini to take settings from.
@@ -132,6 +132,14 @@ pub fn settings(args: &AgentArgs) -> Result<AgentSettings> {
         ),
         insecure: toml.upstream_insecure.or(neutron.insecure).unwrap_or(false),
         ca_cert: toml.upstream_ca_cert.clone().or(neutron.ca_cert.clone()),
+        client_cert: toml
+            .upstream_client_cert
+            .clone()
+            .or(neutron.client_cert.clone()),
+        client_key: toml
+            .upstream_client_key
+            .clone()
+            .or(neutron.client_key.clone()),
         pipelining: match toml.upstream_pipelining.as_deref() {
             None => Pipelining::Auto,
             Some(text) => text.parse().map_err(anyhow::Error::msg)?,
@@ -182,8 +190,18 @@ fn socket_mode(text: Option<&str>) -> Result<u32> {
 pub async fn run(args: AgentArgs) -> Result<()> {
     let settings = settings(&args)?;
     tracing::info!(sb = %settings.sb, upstream = %settings.upstream.url, bridge = %settings.bridge, "starting agent");
-    let agent = Agent::start(settings).await?;
-    agent.run(crate::signals::shutdown()).await?;
+    // SIGTERM while still connecting (a database that is not up yet) ends
+    // cleanly too.
+    let shutdown = crate::signals::shutdown();
+    tokio::pin!(shutdown);
+    let agent = tokio::select! {
+        agent = Agent::start(settings) => agent?,
+        _ = &mut shutdown => {
+            tracing::info!("stopped while connecting to the databases");
+            return Ok(());
+        }
+    };
+    agent.run(shutdown).await?;
     Ok(())
 }
 

@@ -40,7 +40,7 @@ pub struct ConfigDriveArgs {
     /// so the same input gives the same bytes.
     #[arg(long)]
     fresh_seed: bool,
-    /// Configuration file ([serve] store, dhcp_domain, vendordata).
+    /// Configuration file ([serve] store, dhcp_domain, vendordata) [default: /etc/meta169/meta169.toml if it exists].
     #[arg(long)]
     config: Option<PathBuf>,
     /// Store URL; overrides the configuration file.
@@ -124,7 +124,7 @@ pub async fn run(args: ConfigDriveArgs) -> Result<()> {
     let tree = drive_files(&input)?;
     let size = write_image(&tree, args.format, &args.output)?;
     eprintln!(
-        "wrote {} ({:?}, label config-2, {} files, {} KiB) for {} in {} ms",
+        "wrote {} ({}, label config-2, {} files, {} KiB) for {} in {} ms",
         args.output.display(),
         args.format,
         tree.len(),

@@ -8,6 +8,7 @@ mod agent;
 mod config;
 mod configdrive;
 mod instance;
+mod logging;
 mod serve;
 mod signals;
 mod trace;
@@ -15,6 +16,7 @@ mod trace;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +27,15 @@ use std::path::PathBuf;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines are written (to stderr; `RUST_LOG` chooses what is logged).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        env = "META169_LOG_FORMAT"
+    )]
+    log_format: logging::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -39,7 +50,7 @@ enum Command {
     Instance {
         #[command(subcommand)]
         command: instance::InstanceCommand,
-        /// Configuration file (its [serve] store is used).
+        /// Configuration file (its [serve] store is used) [default: /etc/meta169/meta169.toml if it exists].
         #[arg(long, global = true)]
         config: Option<PathBuf>,
         /// Store URL; overrides the configuration file.
@@ -50,26 +61,29 @@ enum Command {
     Configdrive(configdrive::ConfigDriveArgs),
 }
 
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One message with its causes, never a backtrace: what was
+            // wrong and what to do is in the message.
+            eprintln!("meta169: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
-    init_logging();
-    let runtime = match cli.command {
+fn run(command: Command) -> Result<()> {
+    let runtime = match command {
         Command::Agent(_) => meta169_agent::runtime()?,
         _ => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?,
     };
     runtime.block_on(async move {
-        match cli.command {
+        match command {
             Command::Serve(args) => serve::run(args).await,
             Command::Agent(args) => agent::run(args).await,
             Command::Trace(args) => trace::run(args).await,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Configuration file (TOML; see docs/meta169.example.toml).
+    /// Configuration file (TOML; see docs/meta169.example.toml) [default: /etc/meta169/meta169.toml if it exists].
     #[arg(long)]
     config: Option<PathBuf>,
     /// Address for the metadata API [default: 0.0.0.0:8775].
@@ -49,6 +49,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         section.store = store;
     }
     let settings = section.api_settings()?;
+    if settings.identity.signed && settings.identity.shared_secret.is_empty() {
+        tracing::warn!("signed identification is on with an empty shared secret: anyone who can reach the API as a trusted proxy can sign; set [serve.identity] shared_secret_file");
+    }
     let limits = section.limits();
     let metadata_limits = metadata_listener_limits(&settings, limits.clone());
     let listen = parse_addr(&section.listen, "listen address")?;
@@ -57,7 +60,17 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let store: Arc<dyn Store> = meta169_store::open(&section.store)
         .with_context(|| format!("cannot open store {}", section.store))?;
     let admin_token = match (&section.admin.token_file, args.demo) {
-        (Some(path), _) => Some(config::read_secret(path, "the admin token")?),
+        (Some(path), _) => {
+            let token = config::read_secret(path, "the admin token")?;
+            if token.is_empty() {
+                anyhow::bail!(
+                    "the admin token file {} is empty: put a token in it (for example: openssl rand -hex 32 > {})",
+                    path.display(),
+                    path.display()
+                );
+            }
+            Some(token)
+        }
         (None, true) => {
             let mut bytes = [0u8; 16];
             rand::thread_rng().fill_bytes(&mut bytes);

@@ -21,6 +21,16 @@ pub enum Format {
     Vfat,
 }
 
+impl std::fmt::Display for Format {
+    /// As `--format` takes it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Format::Iso9660 => "iso9660",
+            Format::Vfat => "vfat",
+        })
+    }
+}
+
 impl FromStr for Format {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

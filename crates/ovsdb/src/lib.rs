@@ -51,4 +51,12 @@ pub enum OvsdbError {
     /// Not connected right now (a monitor is reconnecting).
     #[error("not connected to the OVSDB server (reconnecting)")]
     NotConnected,
+    /// The server answers but holds no such database: the wrong address,
+    /// which retrying will not fix.
+    #[error("{remote} answers but has no {db} database (it has: {found}); check the remote")]
+    NoSuchDatabase {
+        remote: String,
+        db: String,
+        found: String,
+    },
 }

@@ -138,6 +138,20 @@ pub enum ConnectionState {
     Connecting,
     Connected,
     Disconnected(String),
+    /// Given up: the remote is not what it should be (see
+    /// [`OvsdbError::NoSuchDatabase`]).
+    Failed(String),
+}
+
+impl std::fmt::Display for ConnectionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectionState::Connecting => f.write_str("connecting"),
+            ConnectionState::Connected => f.write_str("connected"),
+            ConnectionState::Disconnected(why) => write!(f, "disconnected: {why}"),
+            ConnectionState::Failed(why) => write!(f, "failed: {why}"),
+        }
+    }
 }
 
 struct Shared {
@@ -222,15 +236,29 @@ impl Monitor {
     }
 
     /// Wait until a snapshot has arrived (or the timeout passes).
+    /// Fails at once when the monitor has given up (the remote holds no
+    /// such database).
     pub async fn ready(&self, timeout: Duration) -> Result<Arc<Replica>, OvsdbError> {
         let mut rx = self.replica.clone();
+        let mut state = self.state.clone();
         let wait = async {
             loop {
                 if rx.borrow().snapshots > 0 {
                     return Ok(rx.borrow().clone());
                 }
-                if rx.changed().await.is_err() {
-                    return Err(OvsdbError::Closed);
+                if let ConnectionState::Failed(why) = &*state.borrow() {
+                    return Err(OvsdbError::Protocol(why.clone()));
+                }
+                let ended = tokio::select! {
+                    changed = rx.changed() => changed.is_err(),
+                    changed = state.changed() => changed.is_err(),
+                };
+                if ended {
+                    // The monitor has stopped: say why, if it said.
+                    return Err(match &*state.borrow() {
+                        ConnectionState::Failed(why) => OvsdbError::Protocol(why.clone()),
+                        _ => OvsdbError::Closed,
+                    });
                 }
             }
         };
@@ -390,6 +418,11 @@ async fn run(
         }
         let reason = match result {
             Ok(()) => "closed".to_string(),
+            Err(e @ OvsdbError::NoSuchDatabase { .. }) => {
+                tracing::error!(db = %options.db, "{e}");
+                let _ = state_tx.send(ConnectionState::Failed(e.to_string()));
+                return;
+            }
             Err(e) => e.to_string(),
         };
         tracing::warn!(remote = %remote, db = %options.db, "OVSDB connection lost ({reason}); reconnecting in {backoff:?}");
@@ -412,7 +445,17 @@ async fn session(
 ) -> Result<(), OvsdbError> {
     let timeout = options.request_timeout;
     let (rpc, mut notes) = Rpc::connect(remote).await?;
-    let schema = Schema::from_json(&rpc.call("get_schema", json!([options.db]), timeout).await?);
+    let schema = match rpc.call("get_schema", json!([options.db]), timeout).await {
+        Ok(schema) => Schema::from_json(&schema),
+        Err(OvsdbError::Server { error, .. }) if error.contains("unknown database") => {
+            return Err(OvsdbError::NoSuchDatabase {
+                remote: remote.to_string(),
+                db: options.db.clone(),
+                found: rpc.databases(timeout).await.join(", "),
+            })
+        }
+        Err(e) => return Err(e),
+    };
     // Conditions changed while disconnected are part of the new request.
     while let Ok((table, clauses)) = changes.try_recv() {
         if let Ok(mut c) = shared.conditions.lock() {

@@ -72,6 +72,23 @@ impl Remote {
         }
     }
 
+    /// Check what can be checked before connecting: the TLS files of an
+    /// `ssl:` remote are there and usable. A missing CA file does not fix
+    /// itself; a server that is down may.
+    pub fn check(&self) -> Result<(), OvsdbError> {
+        match self {
+            Remote::Ssl(_, files) => {
+                tls_config(files)
+                    .map(|_| ())
+                    .map_err(|reason| OvsdbError::Tls {
+                        remote: self.to_string(),
+                        reason,
+                    })
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub(crate) async fn open(&self) -> Result<Box<dyn Stream>, OvsdbError> {
         let connect_error = |e: std::io::Error| OvsdbError::Connect {
             remote: self.to_string(),

@@ -127,6 +127,17 @@ impl Rpc {
         }
     }
 
+    /// The server's databases (`list_dbs`); empty if it does not say.
+    pub async fn databases(&self, timeout: Duration) -> Vec<String> {
+        match self.call("list_dbs", json!([]), timeout).await {
+            Ok(Value::Array(names)) => names
+                .into_iter()
+                .filter_map(|n| n.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// `transact` on `db`; fails if any operation failed.
     pub async fn transact(
         &self,

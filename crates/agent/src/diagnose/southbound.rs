@@ -55,6 +55,17 @@ async fn connect(settings: &AgentSettings, diagnosis: &mut Diagnosis) -> Option<
                         "OVN Southbound member {other} unreachable: {why}"
                     )));
                 }
+                let databases = rpc.databases(QUERY_TIMEOUT).await;
+                if !databases.iter().any(|d| d == SB_DB) {
+                    diagnosis.push(Step::fails(
+                        format!(
+                            "{remote} answers but is not OVN_Southbound (it has: {})",
+                            databases.join(", ")
+                        ),
+                        "check [ovn] ovn_sb_connection / --ovn-sb: it names another database (the Northbound listens on 6641, the Southbound on 6642)",
+                    ));
+                    return None;
+                }
                 diagnosis.push(Step::holds(format!("OVN Southbound reachable at {remote}")));
                 return Some(rpc);
             }

@@ -11,6 +11,29 @@ const MAX_IDLE_CONNECTIONS: usize = 256;
 /// An idle connection is closed after this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The client certificate and key, read once at start.
+fn identity(upstream: &Upstream) -> Result<Option<reqwest::Identity>, UpstreamError> {
+    let (cert, key) =
+        match (&upstream.client_cert, &upstream.client_key) {
+            (None, None) => return Ok(None),
+            (Some(cert), Some(key)) => (cert, key),
+            _ => return Err(UpstreamError::ClientCert(
+                "give both the certificate and its key (nova_client_cert and nova_client_priv_key)"
+                    .into(),
+            )),
+        };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| UpstreamError::ClientCert(format!("cannot read {}: {e}", path.display())))
+    };
+    let mut pem = read(cert)?;
+    pem.push(b'\n');
+    pem.extend(read(key)?);
+    reqwest::Identity::from_pem(&pem).map(Some).map_err(|e| {
+        UpstreamError::ClientCert(format!("{} with {}: {e}", cert.display(), key.display()))
+    })
+}
+
 pub struct Https {
     client: reqwest::Client,
     body_timeout: Duration,
@@ -23,10 +46,14 @@ impl Https {
             .pool_idle_timeout(IDLE_TIMEOUT)
             .pool_max_idle_per_host(MAX_IDLE_CONNECTIONS)
             .danger_accept_invalid_certs(upstream.insecure);
-        let client =
-            meta169_http::ca::trusting(builder, upstream.ca_cert.as_deref(), "upstream CA bundle")?
-                .build()
-                .map_err(|e| UpstreamError::Tls(e.to_string()))?;
+        let mut builder =
+            meta169_http::ca::trusting(builder, upstream.ca_cert.as_deref(), "upstream CA bundle")?;
+        if let Some(identity) = identity(upstream)? {
+            builder = builder.identity(identity);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| UpstreamError::Tls(e.to_string()))?;
         Ok(Https {
             client,
             body_timeout: upstream.timeout,

@@ -34,6 +34,10 @@ pub struct Upstream {
     pub insecure: bool,
     /// Extra CA bundle (Neutron's `auth_ca_cert`).
     pub ca_cert: Option<std::path::PathBuf>,
+    /// A client certificate and its key, both PEM, for mutual TLS
+    /// (Neutron's `nova_client_cert`, `nova_client_priv_key`).
+    pub client_cert: Option<std::path::PathBuf>,
+    pub client_key: Option<std::path::PathBuf>,
     /// Whether bodiless GETs to a plain-HTTP upstream are pipelined.
     pub pipelining: Pipelining,
 }
@@ -94,6 +98,9 @@ pub enum UpstreamError {
     /// The CA bundle cannot be read.
     #[error(transparent)]
     CaBundle(#[from] meta169_http::ca::CaBundleError),
+    /// The client certificate or key cannot be used.
+    #[error("upstream client certificate: {0}")]
+    ClientCert(String),
     /// The HTTPS client cannot be set up.
     #[error("cannot set up the HTTPS client: {0}")]
     Tls(String),

@@ -186,6 +186,8 @@ impl Api {
             timeout: Duration::from_secs(10),
             insecure: false,
             ca_cert: None,
+            client_cert: None,
+            client_key: None,
             pipelining: meta169_agent::Pipelining::Auto,
         }
     }

@@ -54,6 +54,8 @@ pub async fn run(requests: usize) -> Result<()> {
                 timeout: Duration::from_secs(10),
                 insecure: false,
                 ca_cert: None,
+                client_cert: None,
+                client_key: None,
                 pipelining: meta169_agent::Pipelining::Auto,
             })?);
             let mut index = Index::default();

@@ -23,6 +23,10 @@ pub struct AgentSection {
     pub upstream_timeout_seconds: Option<u64>,
     pub upstream_insecure: Option<bool>,
     pub upstream_ca_cert: Option<PathBuf>,
+    /// Mutual TLS to the upstream: a PEM certificate and its key (Neutron's
+    /// `nova_client_cert`, `nova_client_priv_key`).
+    pub upstream_client_cert: Option<PathBuf>,
+    pub upstream_client_key: Option<PathBuf>,
     /// auto (pipeline once the upstream is meta169 serve), on, off.
     pub upstream_pipelining: Option<String>,
     pub shared_secret_file: Option<PathBuf>,

@@ -21,11 +21,19 @@ pub struct ConfigFile {
     pub agent: agent::AgentSection,
 }
 
-/// Load the file, or defaults when no file is given.
+/// The configuration file used when none is given, if it exists.
+pub const DEFAULT_CONFIG: &str = "/etc/meta169/meta169.toml";
+
+/// Load `path`; without one, [`DEFAULT_CONFIG`] if it exists, else the
+/// defaults.
 pub fn load(path: Option<&Path>) -> Result<ConfigFile> {
-    let Some(path) = path else {
-        return Ok(ConfigFile::default());
+    let default = Path::new(DEFAULT_CONFIG);
+    let path = match path {
+        Some(path) => path,
+        None if default.exists() => default,
+        None => return Ok(ConfigFile::default()),
     };
+    tracing::debug!(config = %path.display(), "reading the configuration");
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))

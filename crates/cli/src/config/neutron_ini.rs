@@ -12,6 +12,9 @@ pub struct NeutronIni {
     pub upstream: Option<String>,
     pub insecure: Option<bool>,
     pub ca_cert: Option<PathBuf>,
+    /// Mutual TLS to Nova (`nova_client_cert`, `nova_client_priv_key`).
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
     pub shared_secret: Option<String>,
     pub haproxy_socket: Option<PathBuf>,
     pub haproxy_socket_mode: Option<String>,
@@ -53,10 +56,20 @@ pub fn read_neutron_ini(path: &Path) -> Result<NeutronIni> {
     };
     let state_path = default("state_path").unwrap_or_else(|| "/var/lib/neutron".into());
     let sb = get(Some("ovn"), "ovn_sb_connection");
+    let ignored = unused_keys(&ini);
+    if !ignored.is_empty() {
+        tracing::warn!(
+            "{}: meta169 does not use {}; they are ignored (docs/agent.md lists the keys it reads)",
+            path.display(),
+            ignored.join(", ")
+        );
+    }
     Ok(NeutronIni {
         upstream,
         insecure: default("nova_metadata_insecure").map(|v| v.eq_ignore_ascii_case("true")),
         ca_cert: default("auth_ca_cert").map(PathBuf::from),
+        client_cert: default("nova_client_cert").map(PathBuf::from),
+        client_key: default("nova_client_priv_key").map(PathBuf::from),
         shared_secret: default("metadata_proxy_shared_secret"),
         haproxy_socket: default("metadata_proxy_socket")
             .map(|s| PathBuf::from(s.replace("$state_path", &state_path))),
@@ -70,6 +83,83 @@ pub fn read_neutron_ini(path: &Path) -> Result<NeutronIni> {
         ovs_db: get(Some("ovs"), "ovsdb_connection"),
         rate_limit: neutron_rate_limit(&|key| get(Some("metadata_rate_limiting"), key))?,
     })
+}
+
+/// The keys read, by section (`DEFAULT` also holds keys outside any section).
+const READ: &[(&str, &[&str])] = &[
+    (
+        "DEFAULT",
+        &[
+            "nova_metadata_host",
+            "nova_metadata_port",
+            "nova_metadata_protocol",
+            "nova_metadata_insecure",
+            "auth_ca_cert",
+            "nova_client_cert",
+            "nova_client_priv_key",
+            "metadata_proxy_shared_secret",
+            "metadata_proxy_socket",
+            "metadata_proxy_socket_mode",
+            "state_path",
+        ],
+    ),
+    (
+        "ovn",
+        &[
+            "ovn_sb_connection",
+            "ovn_sb_private_key",
+            "ovn_sb_certificate",
+            "ovn_sb_ca_cert",
+        ],
+    ),
+    ("ovs", &["ovsdb_connection"]),
+    (
+        "metadata_rate_limiting",
+        &[
+            "rate_limit_enabled",
+            "ip_versions",
+            "base_window_duration",
+            "base_query_rate_limit",
+            "burst_window_duration",
+            "burst_query_rate_limit",
+        ],
+    ),
+];
+
+/// oslo.log's options: how Neutron's agent logs, not what it does; meta169
+/// logs its own way (RUST_LOG, --log-format), so these are not worth a warning.
+fn is_logging_key(key: &str) -> bool {
+    const PREFIXES: &[&str] = &["log_", "logging_", "syslog_", "use_", "rate_limit_"];
+    const KEYS: &[&str] = &[
+        "debug",
+        "verbose",
+        "default_log_levels",
+        "publish_errors",
+        "instance_format",
+        "instance_uuid_format",
+        "fatal_deprecations",
+        "watch_log_file",
+    ];
+    KEYS.contains(&key) || PREFIXES.iter().any(|p| key.starts_with(p))
+}
+
+/// `[section] key` of every key in the file meta169 does not read.
+fn unused_keys(ini: &ini::Ini) -> Vec<String> {
+    let mut unused = Vec::new();
+    for (section, properties) in ini.iter() {
+        let section = section.unwrap_or("DEFAULT");
+        let read = READ
+            .iter()
+            .find(|(name, _)| *name == section)
+            .map_or(&[][..], |(_, keys)| *keys);
+        for (key, _) in properties.iter() {
+            let logging = section == "DEFAULT" && is_logging_key(key);
+            if !(read.contains(&key) || logging) {
+                unused.push(format!("[{section}] {key}"));
+            }
+        }
+    }
+    unused
 }
 
 /// `[metadata_rate_limiting]` of Neutron's ini (oslo.config's spellings:

@@ -145,9 +145,6 @@ impl ServeSection {
             Some(path) => read_secret(path, "the shared secret")?.into_bytes(),
             None => Vec::new(),
         };
-        if id.signed && shared_secret.is_empty() {
-            tracing::warn!("signed identification is on with an empty shared secret: anyone who can reach the API as a trusted proxy can sign; set [serve.identity] shared_secret_file");
-        }
         let vendor_static = if self.vendordata.static_enabled {
             let doc = match &self.vendordata.static_file {
                 Some(path) => {
