@@ -5,7 +5,7 @@
 //! in the same [`crate::layers`] stack.
 
 use crate::guest_error::GuestError;
-use crate::layers::stack;
+use crate::layers::{stack, Observe};
 use crate::proxy::Proxy;
 use axum::extract::Request;
 use axum::response::Response;
@@ -18,6 +18,9 @@ use std::sync::Arc;
 pub fn guest_service(proxy: Arc<Proxy>, network: Arc<str>) -> impl Handler {
     let limiter = proxy.rate_limiter().cloned();
     let timeout = proxy.timeout();
+    let metrics = proxy.metrics().clone();
+    let requests = metrics.network_requests(&network);
+    let proxy_access_log = proxy.access_log();
     let handler = {
         let network = network.clone();
         tower::service_fn(move |request: Request| {
@@ -25,7 +28,12 @@ pub fn guest_service(proxy: Arc<Proxy>, network: Arc<str>) -> impl Handler {
             async move { guest(&proxy, &network, request).await }
         })
     };
-    stack(handler, network, limiter, timeout)
+    let observe = Observe {
+        metrics,
+        requests: Some(requests),
+        access_log: proxy_access_log,
+    };
+    stack(handler, network, limiter, timeout, observe)
 }
 
 async fn guest(
@@ -49,11 +57,16 @@ async fn guest(
 /// its own rate limits; this one has none.
 pub fn haproxy_service(proxy: Arc<Proxy>) -> impl Handler {
     let timeout = proxy.timeout();
+    let observe = Observe {
+        metrics: proxy.metrics().clone(),
+        requests: None,
+        access_log: proxy.access_log(),
+    };
     let handler = tower::service_fn(move |request: Request| {
         let proxy = proxy.clone();
         async move { haproxy(&proxy, request).await }
     });
-    stack(handler, Arc::from("haproxy"), None, timeout)
+    stack(handler, Arc::from("haproxy"), None, timeout, observe)
 }
 
 /// Network and guest from haproxy's `X-OVN-Network-ID` and

@@ -22,6 +22,7 @@ pub mod guest_error;
 pub mod index;
 pub mod layers;
 pub mod listeners;
+pub mod metrics;
 pub mod net;
 pub mod netns;
 pub mod neutron;

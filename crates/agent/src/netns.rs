@@ -44,11 +44,11 @@ fn nix_io(e: nix::Error) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
 }
 
-/// Create a namespace (no-op if it exists) with its loopback up.
-pub fn create(name: &str) -> io::Result<()> {
+/// Create a namespace (no-op if it exists); whether it was created.
+pub fn create(name: &str) -> io::Result<bool> {
     let path = path_of(name);
     if path.exists() {
-        return Ok(());
+        return Ok(false);
     }
     std::fs::create_dir_all(NETNS_DIR)?;
     File::create(&path)?;
@@ -70,7 +70,7 @@ pub fn create(name: &str) -> io::Result<()> {
         let _ = std::fs::remove_file(&path);
         return Err(e);
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Delete a namespace; its devices go with it.

@@ -107,6 +107,27 @@ impl Plumber {
             .collect()
     }
 
+    /// Networks whose listeners have stopped (a bug, or a socket error).
+    pub fn listeners_down(&self) -> Vec<String> {
+        let mut down: Vec<String> = self
+            .provisioned
+            .iter()
+            .filter(|(_, p)| p.listeners.is_empty() || p.listeners.iter().any(|l| l.is_finished()))
+            .map(|(network, _)| network.clone())
+            .collect();
+        down.sort();
+        down
+    }
+
+    /// Listeners serving now.
+    pub fn listeners(&self) -> usize {
+        self.provisioned
+            .values()
+            .flat_map(|p| &p.listeners)
+            .filter(|l| !l.is_finished())
+            .count()
+    }
+
     /// Provisioned networks.
     pub fn networks(&self) -> Vec<String> {
         let mut networks: Vec<String> = self.provisioned.keys().cloned().collect();
@@ -146,10 +167,13 @@ impl Plumber {
     pub async fn provision(&mut self, spec: &NetworkSpec) -> Result<(), AgentError> {
         let ns = spec.namespace();
         let ns_name = ns.clone();
-        tokio::task::spawn_blocking(move || netns::create(&ns_name))
+        let created = tokio::task::spawn_blocking(move || netns::create(&ns_name))
             .await
             .map_err(AgentError::task)?
             .map_err(|e| AgentError::io(format!("creating namespace {ns}"), e))?;
+        if created {
+            self.proxy.metrics().namespaces_created.inc();
+        }
         let ns_name = ns.clone();
         let inside = blocking(move || Net::inside(&ns_name)).await?;
         let (inner_link, outer_link) = self.veth(spec, &inside).await?;
@@ -296,7 +320,10 @@ impl Plumber {
             self.root.delete_link(link.index).await?;
         }
         let ns = namespace_of(network);
-        blocking(move || netns::delete(&ns)).await
+        blocking(move || netns::delete(&ns)).await?;
+        self.proxy.metrics().namespaces_removed.inc();
+        self.proxy.metrics().forget_network(network);
+        Ok(())
     }
 
     /// Remove every network this agent provisioned (tests, `--cleanup`).

@@ -4,6 +4,7 @@
 
 use crate::guest_error::GuestError;
 use crate::index::{Guests, Index, Target};
+use crate::metrics::{AgentMetrics, UpstreamFailure};
 use crate::ratelimit::{RateLimiter, RateLimits};
 use crate::upstream::{SendError, Upstream, UpstreamClient, UpstreamError};
 use axum::body::Body;
@@ -11,6 +12,7 @@ use axum::extract::Request;
 use axum::response::Response;
 use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
+use meta169_http::access_log::AccessLog;
 use meta169_http::body::BodyError;
 use meta169_http::headers::{FORWARDED_FOR, INSTANCE_ID, SIGNATURE, TENANT_ID};
 use std::net::IpAddr;
@@ -28,6 +30,8 @@ pub struct Proxy {
     upstream: UpstreamClient,
     timeout: Duration,
     rate_limiter: Option<Arc<RateLimiter>>,
+    metrics: Arc<AgentMetrics>,
+    access_log: AccessLog,
 }
 
 impl Proxy {
@@ -39,6 +43,8 @@ impl Proxy {
             upstream: UpstreamClient::new(upstream)?,
             timeout: upstream.timeout,
             rate_limiter: None,
+            metrics: Arc::new(AgentMetrics::new()),
+            access_log: AccessLog::default(),
         })
     }
 
@@ -49,9 +55,31 @@ impl Proxy {
         self
     }
 
+    /// Count into these metrics (shared with the operations listener).
+    pub fn with_metrics(mut self, metrics: Arc<AgentMetrics>) -> Proxy {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Log guest requests at this level.
+    pub fn with_access_log(mut self, access_log: AccessLog) -> Proxy {
+        self.access_log = access_log;
+        self
+    }
+
+    pub fn access_log(&self) -> AccessLog {
+        self.access_log
+    }
+
     /// Publish a new index (after a Southbound change).
     pub fn set_index(&self, index: Index) {
+        self.metrics.index_entries.set(index.len() as i64);
         self.guests.publish(index);
+    }
+
+    /// The agent's metrics.
+    pub fn metrics(&self) -> &Arc<AgentMetrics> {
+        &self.metrics
     }
 
     pub fn index(&self) -> Arc<Index> {
@@ -118,6 +146,7 @@ impl Proxy {
             (TENANT_ID, text(&target.project_id)),
             (SIGNATURE, signature),
         ];
+        let started = std::time::Instant::now();
         let answer = self
             .upstream
             .send(parts.method, target_path, &headers, body)
@@ -125,16 +154,25 @@ impl Proxy {
             .map_err(|e| {
                 let url = self.upstream.url();
                 tracing::warn!(%url, path = %target_path, instance = %target.instance_id, "{e}");
-                match e {
-                    SendError::Connect(_) => GuestError::Unreachable,
-                    SendError::Read(_) => GuestError::Unreadable,
-                }
+                let (failure, error) = match e {
+                    SendError::Connect(_) => {
+                        (UpstreamFailure::Unreachable, GuestError::Unreachable)
+                    }
+                    SendError::Read(_) => (UpstreamFailure::Unreadable, GuestError::Unreadable),
+                };
+                self.metrics.upstream_failure(failure);
+                error
             })?;
+        self.metrics
+            .upstream_duration
+            .observe(started.elapsed().as_secs_f64());
         if answer.status == StatusCode::FORBIDDEN {
             tracing::warn!(instance = %target.instance_id, "the metadata API refused the signature: metadata_proxy_shared_secret differs between the agent and the API");
         }
         if !RELAYED.contains(&answer.status.as_u16()) {
             tracing::warn!(path = %target_path, status = %answer.status, "the metadata API answered a status Neutron's agent does not relay; answering 502");
+            self.metrics
+                .upstream_failure(UpstreamFailure::UnexpectedStatus);
             return Err(GuestError::UnexpectedStatus);
         }
         let mut response = Response::new(Body::from(answer.body));

@@ -14,7 +14,7 @@ use crate::proxy::Proxy;
 use crate::register::Registrar;
 use crate::sb::{self, Conditions};
 use crate::settings::{AgentSettings, BridgeMode};
-use crate::status::Status;
+use crate::status::{Health, Status};
 use crate::{netns, ovs};
 use meta169_ovsdb::{ConnectionState, Monitor, OvsdbError};
 use std::collections::{BTreeSet, HashSet};
@@ -43,6 +43,10 @@ pub struct Agent {
     conditions: Conditions,
     /// Namespaces left by an earlier run are still to be adopted or removed.
     cleanup_pending: bool,
+    /// A complete view has been acted on.
+    synced: bool,
+    /// The Southbound has been connected at least once (reconnects count after).
+    connected_before: bool,
     status: Arc<RwLock<Status>>,
     sockets: Vec<JoinHandle<()>>,
 }
@@ -79,6 +83,12 @@ async fn wait_ready(monitor: &Monitor, what: &str) -> Result<(), AgentError> {
 impl Agent {
     /// Connect to the databases and open the agent's UNIX sockets.
     pub async fn start(settings: AgentSettings) -> Result<Agent, AgentError> {
+        Self::start_with(settings, Health::default()).await
+    }
+
+    /// [`Agent::start`], reporting into `health` (which an operations
+    /// listener may already be serving).
+    pub async fn start_with(settings: AgentSettings, health: Health) -> Result<Agent, AgentError> {
         // What cannot fix itself fails now; a database that is down is
         // waited for below.
         for remote in settings.sb_remotes() {
@@ -113,6 +123,9 @@ impl Agent {
         if let Some(limits) = &settings.rate_limits {
             proxy = proxy.with_rate_limits(limits.clone());
         }
+        proxy = proxy
+            .with_access_log(settings.access_log)
+            .with_metrics(health.metrics.clone());
         let proxy = Arc::new(proxy);
         let sb = Monitor::start_any(settings.sb_remotes(), sb::monitor_options(&chassis));
         wait_ready(
@@ -134,10 +147,12 @@ impl Agent {
         )?;
         let mut agent = Agent {
             registrar: Registrar::new(&chassis, &bridge_name, settings.sb_cfg_max_delay),
-            status: Arc::new(RwLock::new(Status {
-                chassis: chassis.clone(),
-                ..Status::default()
-            })),
+            status: {
+                if let Ok(mut status) = health.status.write() {
+                    status.chassis = chassis.clone();
+                }
+                health.status.clone()
+            },
             settings,
             proxy,
             sb,
@@ -146,6 +161,8 @@ impl Agent {
             warned: HashSet::new(),
             conditions: Conditions::initial(),
             cleanup_pending: true,
+            synced: false,
+            connected_before: false,
             sockets: Vec::new(),
         };
         agent.open_sockets()?;
@@ -199,6 +216,8 @@ impl Agent {
         let mut sb_changes = self.sb.subscribe();
         let mut ovs_changes = self.plumber.bridge().ovs.as_ref().map(|m| m.subscribe());
         let mut sb_state = self.sb.state();
+        let connected = matches!(*sb_state.borrow_and_update(), ConnectionState::Connected);
+        self.note_connection(connected);
         loop {
             let retry = self.step().await;
             let mut wait = if retry {
@@ -221,13 +240,26 @@ impl Agent {
                 _ = ovs_changed => {},
                 _ = sb_state.changed() => {
                     let connected = matches!(*sb_state.borrow(), ConnectionState::Connected);
-                    if let Ok(mut s) = self.status.write() { s.sb_connected = connected; }
+                    self.note_connection(connected);
                 },
                 _ = tokio::time::sleep(wait) => {},
             }
         }
         tracing::info!("agent stopping; namespaces are left for the next start to adopt");
         Ok(())
+    }
+
+    /// Keep the connection's state for trace and the metrics.
+    fn note_connection(&mut self, connected: bool) {
+        let metrics = self.proxy.metrics();
+        if connected && metrics.sb_connected.get() == 0 && self.connected_before {
+            metrics.sb_reconnects.inc();
+        }
+        self.connected_before |= connected;
+        metrics.sb_connected.set(i64::from(connected));
+        if let Ok(mut s) = self.status.write() {
+            s.sb_connected = connected;
+        }
     }
 
     /// One pass: view → plan → plumb. `true` asks for a quick retry.
@@ -304,8 +336,15 @@ impl Agent {
         if listed && complete && view.chassis_uuid.is_some() && !stale_failed {
             self.cleanup_pending = false;
         }
+        self.synced |= complete && view.chassis_uuid.is_some();
+        let metrics = self.proxy.metrics();
+        metrics.networks.set(self.plumber.networks().len() as i64);
+        metrics.listeners.set(self.plumber.listeners() as i64);
         if let Ok(mut s) = self.status.write() {
             s.networks = self.plumber.specs();
+            s.synced = self.synced;
+            s.listeners_down = self.plumber.listeners_down();
+            metrics.ready.set(i64::from(s.readiness().is_ok()));
         }
         retry
     }

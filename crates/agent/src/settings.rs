@@ -3,6 +3,7 @@
 
 use crate::ratelimit::RateLimits;
 use crate::upstream::Upstream;
+use meta169_http::access_log::AccessLog;
 use meta169_http::ServerLimits;
 use meta169_ovsdb::Remote;
 use std::path::PathBuf;
@@ -63,6 +64,8 @@ pub struct AgentSettings {
     /// Per-guest request rate limits (Neutron's `[metadata_rate_limiting]`);
     /// none by default, as in Neutron.
     pub rate_limits: Option<RateLimits>,
+    /// Which guest requests get a log line.
+    pub access_log: AccessLog,
 }
 
 impl AgentSettings {
@@ -82,6 +85,7 @@ impl AgentSettings {
             sb_cfg_max_delay: DEFAULT_SB_CFG_MAX_DELAY,
             resync_interval: DEFAULT_RESYNC_INTERVAL,
             rate_limits: None,
+            access_log: AccessLog::default(),
         }
     }
 

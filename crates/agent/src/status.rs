@@ -1,6 +1,7 @@
 //! A read-only status socket for `meta169 trace`: what the running agent
 //! has provisioned and what its index says about one guest.
 
+use crate::metrics::AgentMetrics;
 use crate::proxy::Proxy;
 use crate::sb::NetworkSpec;
 use axum::extract::{Query, State};
@@ -11,12 +12,52 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
-/// What `trace` and tests can ask a running agent.
+/// What the operations listener reads from an agent, available before it
+/// has connected (so `/healthz` and `/readyz` answer while it waits).
+#[derive(Clone, Default)]
+pub struct Health {
+    pub metrics: Arc<AgentMetrics>,
+    pub status: Arc<RwLock<Status>>,
+}
+
+impl Health {
+    /// Ready, or why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        match self.status.read() {
+            Ok(status) => status.readiness(),
+            Err(_) => Err("the agent's status is poisoned by an earlier panic".into()),
+        }
+    }
+}
+
+/// What `trace`, `/readyz` and tests can ask a running agent.
 #[derive(Clone, Debug, Default)]
 pub struct Status {
     pub chassis: String,
     pub networks: BTreeMap<String, NetworkSpec>,
     pub sb_connected: bool,
+    /// A complete Southbound view has been acted on at least once.
+    pub synced: bool,
+    /// Networks whose listeners are not serving.
+    pub listeners_down: Vec<String>,
+}
+
+impl Status {
+    /// Ready: the Southbound read in full at least once, and every
+    /// provisioned network's listeners up. (A Southbound that goes away
+    /// later does not make the agent unready: it serves from its index.)
+    pub fn readiness(&self) -> Result<(), String> {
+        if !self.synced {
+            return Err("the OVN Southbound has not been read in full yet".into());
+        }
+        if !self.listeners_down.is_empty() {
+            return Err(format!(
+                "no listener in the namespaces of {}",
+                self.listeners_down.join(", ")
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone)]
@@ -34,9 +75,13 @@ pub fn router(proxy: Arc<Proxy>, status: Arc<RwLock<Status>>) -> Router {
 
 async fn show_status(State(s): State<StatusState>) -> Json<Value> {
     let status = s.status.read().map(|s| s.clone()).unwrap_or_default();
+    let ready = status.readiness();
     Json(json!({
         "chassis": status.chassis,
         "sb_connected": status.sb_connected,
+        "synced": status.synced,
+        "ready": ready.is_ok(),
+        "not_ready_because": ready.err(),
         "index_entries": s.proxy.index().len(),
         "networks": status.networks.values().map(|n| json!({
             "network_id": n.network_id,

@@ -121,6 +121,10 @@ impl<K: std::hash::Hash + Eq + Clone, V: Clone> TtlMap<K, V> {
             .remove(key);
     }
 
+    fn len(&self) -> usize {
+        self.map.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     fn clear(&self) {
         self.map.write().unwrap_or_else(|e| e.into_inner()).clear();
     }
@@ -148,6 +152,11 @@ impl Caches {
         let at = loaded.loaded_at;
         self.instances
             .insert(loaded.instance.uuid.clone(), loaded, at);
+    }
+
+    /// Instances cached now (expired ones included until swept).
+    pub fn instances(&self) -> usize {
+        self.instances.len()
     }
 
     pub fn address(&self, key: &AddressKey) -> Option<String> {

@@ -8,12 +8,15 @@ pub mod cache;
 pub mod error;
 pub mod identity;
 pub mod metadata;
+pub mod metrics;
+pub mod password;
 pub mod settings;
 pub mod vendordata;
 
 use axum::Router;
 use std::sync::Arc;
 
+pub use meta169_http::access_log::AccessLog;
 pub use metadata::MetadataService;
 pub use settings::{ApiSettings, DynamicTarget, IdentitySettings, ServerLimits};
 

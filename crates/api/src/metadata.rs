@@ -5,6 +5,7 @@
 use crate::cache::{AddressKey, Caches, LoadedInstance};
 use crate::error::ApiError;
 use crate::identity::{identify, Caller, Identity};
+use crate::metrics::{IdentityLabel, ServeMetrics, TreeLabel};
 use crate::settings::{ApiSettings, ServerLimits};
 use crate::vendordata::VendorData;
 use crate::PeerAddr;
@@ -13,10 +14,9 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
-use http::{header, HeaderValue, Method, StatusCode};
-use meta169_http::body::BodyError;
+use http::{header, HeaderValue};
 use meta169_http::mac::{format_mac, mac_from_eui64};
-use meta169_store::{Store, StoreError, MAX_PASSWORD_LEN};
+use meta169_store::Store;
 use meta169_tree::versions::{ec2_version_listing, openstack_version_listing};
 use meta169_tree::{Body, ContentType, MetadataPath, Tree};
 use rand::RngCore;
@@ -34,6 +34,7 @@ pub struct MetadataService {
     pub limits: ServerLimits,
     pub caches: Caches,
     pub vendor: VendorData,
+    pub metrics: ServeMetrics,
 }
 
 impl MetadataService {
@@ -45,6 +46,7 @@ impl MetadataService {
         Ok(MetadataService {
             caches: Caches::new(settings.cache_ttl),
             vendor: VendorData::new(&settings)?,
+            metrics: ServeMetrics::new(),
             store,
             settings,
             limits,
@@ -54,9 +56,12 @@ impl MetadataService {
     /// Load (or take from the cache) an instance and its tree.
     pub async fn load(&self, uuid: &str) -> Result<Option<Arc<LoadedInstance>>, ApiError> {
         if let Some(hit) = self.caches.instance(uuid) {
+            self.metrics.cache_hits.inc();
             return Ok(Some(hit));
         }
+        self.metrics.cache_misses.inc();
         let stored = self.store.get_instance(uuid).await.map_err(|e| {
+            self.metrics.store_errors.inc();
             tracing::error!(instance = %uuid, "loading instance failed: {e}");
             ApiError::Internal
         })?;
@@ -71,6 +76,9 @@ impl MetadataService {
             stored.revision,
         ));
         self.caches.put_instance(loaded.clone());
+        self.metrics
+            .cache_instances
+            .set(self.caches.instances() as i64);
         Ok(Some(loaded))
     }
 
@@ -88,6 +96,7 @@ impl MetadataService {
             AddressKey::AnyNetworkIp(ip) => self.store.find_by_ip(*ip).await,
         }
         .map_err(|e| {
+            self.metrics.store_errors.inc();
             tracing::error!("address lookup failed: {e}");
             ApiError::Internal
         })?;
@@ -158,7 +167,7 @@ impl MetadataService {
     }
 }
 
-fn plain(content_type: ContentType, body: impl Into<Bytes>) -> Response {
+pub(crate) fn plain(content_type: ContentType, body: impl Into<Bytes>) -> Response {
     let mut response = Response::new(AxumBody::from(body.into()));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -203,24 +212,16 @@ fn decode_path(raw: &str) -> Result<MetadataPath, ApiError> {
 /// the rest of a cached request. Error events carry path and instance
 /// themselves, so logs at info level lose nothing.
 pub async fn handle(State(service): State<Arc<MetadataService>>, request: Request) -> Response {
+    let started = std::time::Instant::now();
     let span = tracing::debug_span!("metadata", path = %request.uri().path(), method = %request.method(), instance = tracing::field::Empty);
     let path = request.uri().path().to_string();
     async move {
-        let mut instance = None;
-        let mut response = match serve(&service, request, &mut instance).await {
-            Ok(response) => {
-                tracing::debug!(status = response.status().as_u16(), "served");
-                response
-            }
+        let mut outcome = Outcome::default();
+        let (mut response, why) = match serve(&service, request, &mut outcome).await {
+            Ok(response) => (response, None),
             Err(error) => {
-                let status = error.status();
-                let instance = instance.as_deref().unwrap_or("-");
-                if status.is_server_error() {
-                    tracing::error!(status = status.as_u16(), %path, %instance, "{error}");
-                } else {
-                    tracing::info!(status = status.as_u16(), %path, %instance, "{error}");
-                }
-                error.into_response()
+                let why = error.to_string();
+                (error.into_response(), Some(why))
             }
         };
         // Tells meta169's agent it may pipeline requests (Nova's API does
@@ -228,16 +229,40 @@ pub async fn handle(State(service): State<Arc<MetadataService>>, request: Reques
         response
             .headers_mut()
             .insert(http::header::SERVER, meta169_http::headers::SERVER);
+        let (status, took) = (response.status().as_u16(), started.elapsed());
+        service
+            .metrics
+            .request(status, TreeLabel::of(&path), outcome.identity, took);
+        let instance = outcome.instance.as_deref().unwrap_or("-");
+        service
+            .settings
+            .access_log
+            .record(&path, status, instance, took, why.as_deref());
         response
     }
     .instrument(span)
     .await
 }
 
+/// What a request turned out to be, for its metrics and access log line.
+struct Outcome {
+    instance: Option<String>,
+    identity: IdentityLabel,
+}
+
+impl Default for Outcome {
+    fn default() -> Self {
+        Outcome {
+            instance: None,
+            identity: IdentityLabel::None,
+        }
+    }
+}
+
 async fn serve(
     service: &MetadataService,
     request: Request,
-    instance: &mut Option<String>,
+    outcome: &mut Outcome,
 ) -> Result<Response, ApiError> {
     let path = decode_path(request.uri().path())?;
     let items = match path {
@@ -253,9 +278,14 @@ async fn serve(
             ApiError::Internal
         })?;
     let caller = identify(request.headers(), peer, &service.settings.identity)?;
+    outcome.identity = match caller.identity {
+        Identity::Signed { .. } => IdentityLabel::Signed,
+        Identity::ByAddress { .. } => IdentityLabel::ByAddress,
+        Identity::BySource { .. } => IdentityLabel::BySource,
+    };
     let loaded = service.resolve(&caller).await?;
     tracing::Span::current().record("instance", loaded.instance.uuid.as_str());
-    *instance = Some(loaded.instance.uuid.clone());
+    outcome.instance = Some(loaded.instance.uuid.clone());
     let segments = match items {
         MetadataPath::Ec2Versions => return Ok(plain(ContentType::Text, ec2_version_listing())),
         MetadataPath::OpenStackVersions => {
@@ -291,72 +321,8 @@ async fn serve(
                 .await;
             plain(entry.content_type, doc.clone())
         }
-        Body::Password => return password(service, &loaded, request).await,
+        Body::Password => return crate::password::answer(service, &loaded, request).await,
     })
-}
-
-/// Nova's password endpoint: GET reads, POST sets once, anything else is 400.
-async fn password(
-    service: &MetadataService,
-    loaded: &LoadedInstance,
-    request: Request,
-) -> Result<Response, ApiError> {
-    match *request.method() {
-        Method::GET => Ok(plain(ContentType::Text, loaded.password.clone())),
-        Method::POST => {
-            let too_large = || ApiError::BadRequest("Request is too large.".into());
-            let declared = request
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|n| n > MAX_PASSWORD_LEN as u64) {
-                return Err(too_large());
-            }
-            if !loaded.password.is_empty() {
-                return Err(ApiError::PasswordConflict);
-            }
-            let body = meta169_http::body::read_bounded(
-                request.into_body(),
-                MAX_PASSWORD_LEN,
-                service.limits.body_read_timeout,
-            )
-            .await
-            .map_err(|e| match e {
-                BodyError::TooSlow(_) => {
-                    ApiError::BadRequest("The request body was not received in time.".into())
-                }
-                BodyError::TooLarge(_) | BodyError::Broken(_) => too_large(),
-            })?;
-            let text = String::from_utf8(body.to_vec())
-                .map_err(|_| ApiError::BadRequest("The password must be UTF-8 text.".into()))?;
-            let uuid = loaded.instance.uuid.clone();
-            match service.store.set_password_once(&uuid, &text).await {
-                Ok(()) => {
-                    service.caches.invalidate(&uuid);
-                    tracing::info!(instance = %uuid, "password stored");
-                    let mut response = plain(ContentType::Text, Bytes::new());
-                    *response.status_mut() = StatusCode::OK;
-                    Ok(response)
-                }
-                Err(StoreError::PasswordAlreadySet(_)) => {
-                    service.caches.invalidate(&uuid);
-                    Err(ApiError::PasswordConflict)
-                }
-                Err(StoreError::PasswordTooLong(_)) => Err(too_large()),
-                Err(StoreError::NotFound(_)) => Err(ApiError::BadRequest(
-                    "The instance no longer exists.".into(),
-                )),
-                Err(e) => {
-                    tracing::error!(instance = %uuid, "storing password failed: {e}");
-                    Err(ApiError::Internal)
-                }
-            }
-        }
-        _ => Err(ApiError::BadRequest(
-            "GET and POST only are supported.".into(),
-        )),
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Runtime settings of the API, resolved from configuration by the binary.
 
 use ipnet::IpNet;
+use meta169_http::access_log::AccessLog;
 use meta169_http::address::canonical_ip;
 use meta169_tree::RenderOptions;
 use std::net::IpAddr;
@@ -94,6 +95,8 @@ pub struct ApiSettings {
     pub dynamic_targets: Vec<DynamicTarget>,
     pub dynamic_connect_timeout: Duration,
     pub dynamic_read_timeout: Duration,
+    /// Which guest requests get a log line.
+    pub access_log: AccessLog,
 }
 
 impl Default for ApiSettings {
@@ -105,6 +108,7 @@ impl Default for ApiSettings {
             dynamic_targets: Vec::new(),
             dynamic_connect_timeout: Duration::from_secs(5),
             dynamic_read_timeout: Duration::from_secs(5),
+            access_log: AccessLog::default(),
         }
     }
 }

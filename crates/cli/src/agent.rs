@@ -6,15 +6,20 @@ use crate::config::neutron_ini::{read_neutron_ini, NeutronIni};
 use crate::config::{self, ConfigFile};
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use meta169_agent::status::Health;
 use meta169_agent::{Agent, AgentSettings, BridgeMode, Pipelining, Upstream};
+use meta169_http::ops::ReadyCheck;
 use meta169_ovsdb::{Remote, TlsFiles};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const DEFAULT_SB: &str = "tcp:127.0.0.1:6642";
 pub const DEFAULT_OVS: &str = "unix:/var/run/openvswitch/db.sock";
 pub const DEFAULT_UPSTREAM: &str = "http://127.0.0.1:8775";
 pub const DEFAULT_STATUS_SOCKET: &str = "/run/meta169/agent.sock";
+/// Metrics, health and readiness, for the machine's own monitoring.
+pub const DEFAULT_OPS_LISTEN: &str = "127.0.0.1:8778";
 /// Neutron's default for how long the metadata API may take.
 pub const DEFAULT_UPSTREAM_TIMEOUT_SECONDS: u64 = 60;
 
@@ -52,12 +57,25 @@ pub struct AgentArgs {
     /// Status socket `meta169 trace` reads [default: /run/meta169/agent.sock].
     #[arg(long)]
     pub status_socket: Option<PathBuf>,
+    /// Address for /metrics, /healthz and /readyz; "" for none [default: 127.0.0.1:8778].
+    #[arg(long)]
+    pub ops_listen: Option<String>,
 }
 
 /// Flags over TOML over Neutron's ini over defaults.
 pub fn settings(args: &AgentArgs) -> Result<AgentSettings> {
+    resolve(args).map(|(settings, _)| settings)
+}
+
+/// The agent's settings and the operations listener's address.
+fn resolve(args: &AgentArgs) -> Result<(AgentSettings, String)> {
     let file: ConfigFile = config::load(args.config.as_deref())?;
     let toml = file.agent;
+    let ops_listen = args
+        .ops_listen
+        .clone()
+        .or(toml.ops_listen.clone())
+        .unwrap_or_else(|| DEFAULT_OPS_LISTEN.into());
     let neutron = match &args.neutron_config {
         Some(p) => read_neutron_ini(p)?,
         None => NeutronIni::default(),
@@ -167,7 +185,12 @@ pub fn settings(args: &AgentArgs) -> Result<AgentSettings> {
     );
     s.ipv6 = toml.ipv6.unwrap_or(true);
     s.rate_limits = toml.rate_limit.or(&neutron.rate_limit).limits()?;
-    Ok(s)
+    if let Some(level) = &toml.access_log {
+        s.access_log = level
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("[agent] {e}"))?;
+    }
+    Ok((s, ops_listen))
 }
 
 /// Neutron's `metadata_proxy_socket_mode` (or an octal mode) as file
@@ -188,19 +211,32 @@ fn socket_mode(text: Option<&str>) -> Result<u32> {
 }
 
 pub async fn run(args: AgentArgs) -> Result<()> {
-    let settings = settings(&args)?;
+    let (settings, ops_listen) = resolve(&args)?;
+    // Metrics and readiness answer from the start, while the databases are
+    // still being waited for.
+    let health = Health::default();
+    let ready: ReadyCheck = {
+        let health = health.clone();
+        Arc::new(move || {
+            let answer = health.readiness();
+            health.metrics.ready.set(i64::from(answer.is_ok()));
+            Box::pin(async move { answer })
+        })
+    };
+    let _ops = crate::ops::open(&ops_listen, health.metrics.registry(), ready).await?;
     tracing::info!(sb = %settings.sb, upstream = %settings.upstream.url, bridge = %settings.bridge, "starting agent");
     // SIGTERM while still connecting (a database that is not up yet) ends
     // cleanly too.
     let shutdown = crate::signals::shutdown();
     tokio::pin!(shutdown);
     let agent = tokio::select! {
-        agent = Agent::start(settings) => agent?,
+        agent = Agent::start_with(settings, health) => agent?,
         _ = &mut shutdown => {
             tracing::info!("stopped while connecting to the databases");
             return Ok(());
         }
     };
+    crate::ops::notify_ready();
     agent.run(shutdown).await?;
     Ok(())
 }
@@ -250,6 +286,7 @@ mod tests {
             bridge: Some("linux:br-meta".into()),
             haproxy_socket: None,
             status_socket: None,
+            ops_listen: None,
         };
         let s = settings(&args).unwrap();
         assert_eq!(
@@ -301,6 +338,7 @@ mod tests {
                 bridge: None,
                 haproxy_socket: None,
                 status_socket: None,
+                ops_listen: None,
             }
         };
         let off = settings(&args("upstream_pipelining = \"off\"")).unwrap();

@@ -9,6 +9,7 @@ mod config;
 mod configdrive;
 mod instance;
 mod logging;
+mod ops;
 mod serve;
 mod signals;
 mod trace;

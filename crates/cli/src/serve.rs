@@ -1,13 +1,18 @@
 //! `meta169 serve`: the metadata API and its admin side.
 
 use crate::config::{self, parse_addr};
+use crate::ops;
 use anyhow::{Context, Result};
 use clap::Args;
 use meta169_api::{admin, metadata_listener_limits, metadata_router, server, MetadataService};
+use meta169_http::ops::ReadyCheck;
 use meta169_store::Store;
 use rand::RngCore;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// Longest a readiness check waits for the store.
+const READY_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -20,6 +25,9 @@ pub struct ServeArgs {
     /// Address for the admin API [default: 127.0.0.1:8776].
     #[arg(long)]
     admin_listen: Option<String>,
+    /// Address for /metrics, /healthz and /readyz; "" for none [default: 127.0.0.1:8777].
+    #[arg(long)]
+    ops_listen: Option<String>,
     /// Store URL [default: sqlite:///var/lib/meta169/meta169.db].
     #[arg(long)]
     store: Option<String>,
@@ -44,6 +52,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     if let Some(admin) = args.admin_listen {
         section.admin.listen = admin;
+    }
+    if let Some(ops) = args.ops_listen {
+        section.ops_listen = ops;
     }
     if let Some(store) = args.store {
         section.store = store;
@@ -111,6 +122,27 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         }
     };
 
+    let ops_task = {
+        let store = service.store.clone();
+        let metrics_service = service.clone();
+        let ready: ReadyCheck = Arc::new(move || {
+            let (store, service) = (store.clone(), metrics_service.clone());
+            Box::pin(async move {
+                let answer = match tokio::time::timeout(READY_CHECK_TIMEOUT, store.ping()).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(format!("store unreachable: {e}")),
+                    Err(_) => Err(format!(
+                        "store did not answer within {READY_CHECK_TIMEOUT:?}"
+                    )),
+                };
+                service.metrics.ready.set(i64::from(answer.is_ok()));
+                answer
+            })
+        });
+        ops::open(&section.ops_listen, service.metrics.registry(), ready).await?
+    };
+    ops::notify_ready();
+
     if args.demo {
         let uuid = meta169_tree::example_instance().uuid;
         let token = admin_token.unwrap_or_default();
@@ -134,7 +166,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         crate::signals::shutdown(),
     )
     .await;
-    if let Some(task) = admin_task {
+    for task in [admin_task, ops_task].into_iter().flatten() {
         task.abort();
     }
     tracing::info!("stopped");

@@ -163,6 +163,8 @@ fn agent_args(sb: &str, dir: &std::path::Path) -> Vec<String> {
         "linux:m169ops",
         "--ovs-db",
         "unix:/nonexistent",
+        "--ops-listen",
+        "",
         "--status-socket",
     ]
     .iter()

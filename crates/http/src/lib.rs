@@ -3,7 +3,8 @@
 //! ([`mac`]) and the proxy signature ([`signing`]); with the default
 //! `server` feature also the bounded HTTP/1 listener for TCP and UNIX
 //! sockets ([`listener`]), bounded body reads ([`body`]) and CA bundles
-//! ([`ca`]). The pure crates (the tree, the store) use the first part only.
+//! ([`ca`]), and the operations listener ([`ops`]: metrics, health,
+//! readiness). The pure crates (the tree, the store) use the first part only.
 
 pub mod address;
 pub mod headers;
@@ -11,11 +12,15 @@ pub mod mac;
 pub mod signing;
 
 #[cfg(feature = "server")]
+pub mod access_log;
+#[cfg(feature = "server")]
 pub mod body;
 #[cfg(feature = "server")]
 pub mod ca;
 #[cfg(feature = "server")]
 pub mod listener;
+#[cfg(feature = "server")]
+pub mod ops;
 
 #[cfg(feature = "server")]
 pub use listener::{serve, Accept, Handler, PeerAddr, ServerLimits};

@@ -103,6 +103,8 @@ pub trait Store: Send + Sync + 'static {
     async fn set_password_once(&self, uuid: &str, password: &str) -> Result<(), StoreError>;
     /// Clear the password (administrator side); `false` when no such instance.
     async fn clear_password(&self, uuid: &str) -> Result<bool, StoreError>;
+    /// Is the store there and answering? (Readiness.)
+    async fn ping(&self) -> Result<(), StoreError>;
 }
 
 /// Open a store from its URL: `sqlite:///abs/path.db`, `sqlite://rel.db`,

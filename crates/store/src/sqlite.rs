@@ -41,6 +41,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// The database file (`None` in memory).
+    path: Option<Arc<std::path::PathBuf>>,
 }
 
 impl SqliteStore {
@@ -57,7 +59,9 @@ impl SqliteStore {
         }
         let conn = Connection::open(path)
             .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
-        Self::setup(conn)
+        let mut store = Self::setup(conn)?;
+        store.path = Some(Arc::new(path.to_path_buf()));
+        Ok(store)
     }
 
     /// A private database that lives as long as the store (demo, tests).
@@ -74,6 +78,7 @@ impl SqliteStore {
         migrate(&mut conn)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            path: None,
         })
     }
 
@@ -142,6 +147,25 @@ fn uuids(
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        // An open connection keeps working on a file that was deleted or
+        // made unreadable; a fresh read-only open notices.
+        let path = self.path.clone();
+        self.with_conn(move |conn| {
+            if let Some(path) = path {
+                let fresh = Connection::open_with_flags(
+                    path.as_path(),
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+                )
+                .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+                fresh.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
+            }
+            conn.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn put_instance(&self, instance: &Instance) -> Result<i64, StoreError> {
         instance.validate()?;
         let instance = instance.clone();

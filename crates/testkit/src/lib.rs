@@ -256,6 +256,35 @@ pub fn python(script: &Path, args: &[&str], netns: Option<&Netns>) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Scrape a Prometheus `/metrics` URL with the Prometheus project's own
+/// Python parser: the samples as (name, labels, value).
+pub fn scrape(url: &str) -> Vec<(String, std::collections::BTreeMap<String, String>, f64)> {
+    let out = python(&clients_dir().join("prometheus_scrape.py"), &[url], None);
+    let samples: Vec<(String, std::collections::BTreeMap<String, String>, f64)> =
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("scrape of {url} is not JSON ({e}): {out}"));
+    samples
+}
+
+/// The value of the sample `name` whose labels include all of `labels`
+/// (summed over the others), or 0 when there is none.
+pub fn sample(
+    samples: &[(String, std::collections::BTreeMap<String, String>, f64)],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    samples
+        .iter()
+        .filter(|(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, _, value)| value)
+        .sum()
+}
+
 /// Is Debian's cloud-init importable?
 pub fn cloud_init_installed() -> bool {
     Command::new(SYSTEM_PYTHON)

@@ -57,6 +57,18 @@ pub async fn check(settings: &AgentSettings, network: &str, ip: IpAddr, diagnosi
         ),
         None => diagnosis.push(Step::note("no status socket configured; index not checked")),
     }
+    // The state /readyz answers from.
+    if let Some(socket) = &settings.status_socket {
+        if let Ok(status) = status_get(socket, "/v1/status").await {
+            diagnosis.push(match status["not_ready_because"].as_str() {
+                None => Step::holds("the agent is ready (Southbound read in full, listeners up)"),
+                Some(why) => Step::fails(
+                    format!("the agent is not ready: {why}"),
+                    "see the agent's log; /readyz on its operations listener says the same",
+                ),
+            });
+        }
+    }
     let url = &settings.upstream.url;
     let client = match UpstreamClient::new(&settings.upstream) {
         Ok(client) => client,

@@ -7,7 +7,7 @@ mod error_pages;
 mod rate_limit;
 mod trace;
 
-pub use error_pages::ErrorPagesLayer;
+pub use error_pages::{ErrorPagesLayer, Observe};
 pub use rate_limit::{RateLimitLayer, RateLimited};
 pub use trace::TraceLayer;
 
@@ -29,6 +29,7 @@ pub fn stack<S>(
     network: Arc<str>,
     limiter: Option<Arc<RateLimiter>>,
     timeout: Duration,
+    observe: Observe,
 ) -> impl Handler
 where
     S: Service<Request, Response = Response, Error = GuestError> + Clone + Send + 'static,
@@ -38,6 +39,7 @@ where
         .layer(ErrorPagesLayer {
             network: network.clone(),
             timeout,
+            observe,
         })
         .layer(RateLimitLayer {
             limiter,
@@ -98,6 +100,7 @@ mod tests {
             net.clone(),
             None,
             Duration::from_secs(5),
+            Observe::default(),
         );
         assert_eq!(
             text(service.oneshot(request("10.0.0.5")).await.unwrap()).await,
@@ -112,6 +115,7 @@ mod tests {
             net.clone(),
             None,
             Duration::from_secs(5),
+            Observe::default(),
         );
         let (status, body) = text(unknown.oneshot(request("10.0.0.5")).await.unwrap()).await;
         assert_eq!(status, 404);
@@ -126,6 +130,7 @@ mod tests {
             net,
             None,
             Duration::from_secs(5),
+            Observe::default(),
         );
         let (status, body) = text(down.oneshot(request("10.0.0.5")).await.unwrap()).await;
         assert_eq!(status, 503);
@@ -139,6 +144,7 @@ mod tests {
             Arc::from("net"),
             None,
             Duration::from_millis(50),
+            Observe::default(),
         );
         let (status, body) = text(service.oneshot(request("10.0.0.5")).await.unwrap()).await;
         assert_eq!(status, 504);
@@ -157,6 +163,7 @@ mod tests {
             Arc::from("net"),
             Some(limiter),
             Duration::from_secs(5),
+            Observe::default(),
         );
         for _ in 0..2 {
             let answer = service.clone().oneshot(request("10.0.0.5")).await.unwrap();

@@ -68,7 +68,14 @@ impl Rig {
             "--bridge",
             &format!("linux:{}", self.bridge),
         ])
-        .args(["--upstream", &self.api_url, "--ovs-db", "unix:/nonexistent"])
+        .args([
+            "--upstream",
+            &self.api_url,
+            "--ovs-db",
+            "unix:/nonexistent",
+            "--ops-listen",
+            "",
+        ])
         .arg("--shared-secret-file")
         .arg(&secret)
         .arg("--status-socket")

@@ -34,6 +34,10 @@ pub struct AgentSection {
     /// user (0644), group (0664), all (0666), or an octal mode.
     pub haproxy_socket_mode: Option<String>,
     pub status_socket: Option<PathBuf>,
+    /// `/metrics`, `/healthz`, `/readyz`; empty for none.
+    pub ops_listen: Option<String>,
+    /// Guest requests logged: off, errors, all.
+    pub access_log: Option<String>,
     pub ipv6: Option<bool>,
     /// Neutron's `[metadata_rate_limiting]`, same key names.
     pub rate_limit: RateLimitSection,

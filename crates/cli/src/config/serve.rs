@@ -12,12 +12,18 @@ use std::time::Duration;
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8775";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8776";
+/// Metrics, health and readiness, for the machine's own monitoring.
+pub const DEFAULT_OPS_LISTEN: &str = "127.0.0.1:8777";
 pub const DEFAULT_STORE: &str = "sqlite:///var/lib/meta169/meta169.db";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServeSection {
     pub listen: String,
+    /// `/metrics`, `/healthz`, `/readyz`; empty for none.
+    pub ops_listen: String,
+    /// Guest requests logged: off, errors, all.
+    pub access_log: String,
     pub store: String,
     pub dhcp_domain: String,
     pub cache_seconds: u64,
@@ -31,6 +37,8 @@ impl Default for ServeSection {
     fn default() -> Self {
         ServeSection {
             listen: DEFAULT_LISTEN.into(),
+            ops_listen: DEFAULT_OPS_LISTEN.into(),
+            access_log: "errors".into(),
             store: DEFAULT_STORE.into(),
             dhcp_domain: "novalocal".into(),
             cache_seconds: 15,
@@ -191,6 +199,10 @@ impl ServeSection {
                 self.vendordata.dynamic_connect_timeout_ms,
             ),
             dynamic_read_timeout: Duration::from_millis(self.vendordata.dynamic_read_timeout_ms),
+            access_log: self
+                .access_log
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("[serve] {e}"))?,
         })
     }
 }

@@ -1,6 +1,8 @@
 //! Starting the `meta169` binary for a test, through the shared testkit.
 #![allow(dead_code)]
 
+pub mod node;
+
 use meta169_testkit::{wait_until, Netns, Process};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,6 +45,13 @@ pub fn run_ok(args: &[&str]) -> String {
 pub fn start_serve(name: &str, args: &[&str], netns: Option<&Netns>, dir: &Path) -> Process {
     let mut command = meta169(netns);
     command.arg("serve").args(args);
+    // Tests run side by side: each serve gets an operations port of its own.
+    if !args.contains(&"--ops-listen") {
+        command.args([
+            "--ops-listen",
+            &format!("127.0.0.1:{}", meta169_testkit::free_port()),
+        ]);
+    }
     let mut process = Process::start(name, command, dir);
     let log = dir.join(format!("{name}.log"));
     let up = wait_until(Duration::from_secs(20), || {

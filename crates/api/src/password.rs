@@ -1,0 +1,78 @@
+//! Nova's password endpoint: GET reads the password the guest posted,
+//! POST sets it once (durably, before the 200), anything else is 400.
+
+use crate::cache::LoadedInstance;
+use crate::error::ApiError;
+use crate::metadata::{plain, MetadataService};
+use axum::extract::Request;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{header, Method, StatusCode};
+use meta169_http::body::BodyError;
+use meta169_store::{StoreError, MAX_PASSWORD_LEN};
+use meta169_tree::ContentType;
+
+/// Nova's password endpoint: GET reads, POST sets once, anything else is 400.
+pub async fn answer(
+    service: &MetadataService,
+    loaded: &LoadedInstance,
+    request: Request,
+) -> Result<Response, ApiError> {
+    match *request.method() {
+        Method::GET => Ok(plain(ContentType::Text, loaded.password.clone())),
+        Method::POST => {
+            let too_large = || ApiError::BadRequest("Request is too large.".into());
+            let declared = request
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > MAX_PASSWORD_LEN as u64) {
+                return Err(too_large());
+            }
+            if !loaded.password.is_empty() {
+                return Err(ApiError::PasswordConflict);
+            }
+            let body = meta169_http::body::read_bounded(
+                request.into_body(),
+                MAX_PASSWORD_LEN,
+                service.limits.body_read_timeout,
+            )
+            .await
+            .map_err(|e| match e {
+                BodyError::TooSlow(_) => {
+                    ApiError::BadRequest("The request body was not received in time.".into())
+                }
+                BodyError::TooLarge(_) | BodyError::Broken(_) => too_large(),
+            })?;
+            let text = String::from_utf8(body.to_vec())
+                .map_err(|_| ApiError::BadRequest("The password must be UTF-8 text.".into()))?;
+            let uuid = loaded.instance.uuid.clone();
+            match service.store.set_password_once(&uuid, &text).await {
+                Ok(()) => {
+                    service.caches.invalidate(&uuid);
+                    tracing::info!(instance = %uuid, "password stored");
+                    let mut response = plain(ContentType::Text, Bytes::new());
+                    *response.status_mut() = StatusCode::OK;
+                    Ok(response)
+                }
+                Err(StoreError::PasswordAlreadySet(_)) => {
+                    service.caches.invalidate(&uuid);
+                    Err(ApiError::PasswordConflict)
+                }
+                Err(StoreError::PasswordTooLong(_)) => Err(too_large()),
+                Err(StoreError::NotFound(_)) => Err(ApiError::BadRequest(
+                    "The instance no longer exists.".into(),
+                )),
+                Err(e) => {
+                    service.metrics.store_errors.inc();
+                    tracing::error!(instance = %uuid, "storing password failed: {e}");
+                    Err(ApiError::Internal)
+                }
+            }
+        }
+        _ => Err(ApiError::BadRequest(
+            "GET and POST only are supported.".into(),
+        )),
+    }
+}
