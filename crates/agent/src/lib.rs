@@ -15,6 +15,7 @@
 //!
 //! [`diagnose`] explains one guest's path for `meta169 trace`.
 
+pub mod capabilities;
 pub mod diagnose;
 pub mod error;
 pub mod guest;
@@ -29,6 +30,7 @@ pub mod neutron;
 pub mod ovs;
 pub mod plan;
 pub mod plumb;
+pub mod port_holder;
 pub mod proxy;
 pub mod ratelimit;
 pub mod reconcile;

@@ -5,8 +5,8 @@
 
 use crate::error::AgentError;
 use crate::guest::guest_service;
-use crate::netns;
 use crate::proxy::Proxy;
+use crate::{netns, port_holder};
 use meta169_http::{Handler, ServerLimits};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -32,8 +32,27 @@ pub async fn listen_in(
         })
     })
     .await
-    .map_err(AgentError::task)?
-    .map_err(|e| AgentError::io(format!("binding {addr} in {ns}"), e))?;
+    .map_err(AgentError::task)?;
+    let bound = match bound {
+        Ok(bound) => bound,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            let ns_name = ns.to_string();
+            let holder = tokio::task::spawn_blocking(move || port_holder::holder(&ns_name, addr))
+                .await
+                .ok()
+                .flatten();
+            let who = match holder {
+                Some(h) => format!("{} (pid {})", h.command, h.pid),
+                None => "another process (run `ip netns exec NS ss -ltnp` to see which)"
+                    .replace("NS", ns),
+            };
+            return Err(AgentError::Netlink(std::io::Error::new(
+                e.kind(),
+                format!("{addr} in {ns} is held by {who}, most likely a haproxy left by neutron-ovn-metadata-agent: stop that agent and its haproxy; meta169 agent keeps retrying and serves once the port is free"),
+            )));
+        }
+        Err(e) => return Err(AgentError::io(format!("binding {addr} in {ns}"), e)),
+    };
     let listener = tokio::net::TcpListener::from_std(bound).map_err(AgentError::Netlink)?;
     Ok(tokio::spawn(meta169_http::serve(
         listener,

@@ -17,7 +17,7 @@ use crate::settings::{AgentSettings, BridgeMode};
 use crate::status::{Health, Status};
 use crate::{netns, ovs};
 use meta169_ovsdb::{ConnectionState, Monitor, OvsdbError};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
@@ -45,6 +45,8 @@ pub struct Agent {
     cleanup_pending: bool,
     /// A complete view has been acted on.
     synced: bool,
+    /// The last provisioning error of each network that keeps failing.
+    failing: HashMap<String, String>,
     /// The Southbound has been connected at least once (reconnects count after).
     connected_before: bool,
     status: Arc<RwLock<Status>>,
@@ -96,6 +98,7 @@ impl Agent {
                 .check()
                 .map_err(|e| AgentError::Config(e.to_string()))?;
         }
+        crate::capabilities::check().map_err(|e| AgentError::Config(e.to_string()))?;
         let needs_ovs = matches!(settings.bridge, BridgeMode::Ovs(_)) || settings.chassis.is_none();
         let ovs = if needs_ovs {
             let monitor = ovs::start(settings.ovs.clone());
@@ -162,6 +165,7 @@ impl Agent {
             conditions: Conditions::initial(),
             cleanup_pending: true,
             synced: false,
+            failing: HashMap::new(),
             connected_before: false,
             sockets: Vec::new(),
         };
@@ -306,10 +310,16 @@ impl Agent {
             match action {
                 Action::Provision(spec) => match self.plumber.provision(&spec).await {
                     Ok(()) => {
+                        self.failing.remove(&spec.network_id);
                         tracing::info!(network = %spec.network_id, namespace = %spec.namespace(), "metadata provisioned")
                     }
                     Err(e) => {
-                        tracing::warn!(network = %spec.network_id, "provisioning failed, will retry: {e}");
+                        // Retried every second: said once per cause, not every time.
+                        let why = e.to_string();
+                        if self.failing.get(&spec.network_id) != Some(&why) {
+                            tracing::warn!(network = %spec.network_id, "provisioning failed, will retry: {why}");
+                            self.failing.insert(spec.network_id.clone(), why);
+                        }
                         retry = true;
                     }
                 },
