@@ -8,169 +8,11 @@ mod common;
 
 use common::{network_id, Api, T};
 use meta169_agent::{Agent, AgentSettings, BridgeMode};
-use meta169_testkit::ovn::OvnStack;
-use meta169_testkit::{clients_dir, python, temp_dir, wait_until, Netns, Process};
+use meta169_testkit::ovn::{OvnStack, OvnVm};
+use meta169_testkit::{temp_dir, wait_until};
 use serde_json::Value;
-use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
-
-static VM_COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A Neutron network in the Northbound: switch, DHCP options with the
-/// metadata route, and the metadata localport at 10.0.0.2.
-fn add_network(stack: &OvnStack, net: &str, metadata_mac: &str) -> String {
-    let ls = format!("neutron-{net}");
-    stack.nbctl(&[
-        "ls-add",
-        &ls,
-        "--",
-        "set",
-        "Logical_Switch",
-        &ls,
-        r#"external_ids:"neutron:network_name"=private"#,
-    ]);
-    let dhcp = stack
-        .nbctl(&[
-            "create", "DHCP_Options", "cidr=10.0.0.0/24",
-            r#"options="server_id"="10.0.0.1" "server_mac"="fa:16:3e:00:00:01" "lease_time"="43200" "router"="10.0.0.1" "mtu"="1442" "classless_static_route"="{169.254.169.254/32,10.0.0.2, 0.0.0.0/0,10.0.0.1}""#,
-        ])
-        .trim()
-        .to_string();
-    let meta = format!("meta-{net}");
-    stack.nbctl(&[
-        "lsp-add",
-        &ls,
-        &meta,
-        "--",
-        "lsp-set-type",
-        &meta,
-        "localport",
-        "--",
-        "lsp-set-addresses",
-        &meta,
-        &format!("{metadata_mac} 10.0.0.2"),
-        "--",
-        "set",
-        "Logical_Switch_Port",
-        &meta,
-        r#"external_ids:"neutron:device_owner"="network:distributed""#,
-        &format!(r#"external_ids:"neutron:device_id"="ovnmeta-{net}""#),
-        r#"external_ids:"neutron:cidrs"="10.0.0.2/24""#,
-        r#"external_ids:"neutron:mtu"="1442""#,
-    ]);
-    dhcp
-}
-
-fn add_vm_port(
-    stack: &OvnStack,
-    net: &str,
-    port: &str,
-    mac: &str,
-    ip: &str,
-    instance: &str,
-    dhcp: &str,
-) {
-    let ls = format!("neutron-{net}");
-    let address = format!("{mac} {ip}");
-    stack.nbctl(&[
-        "lsp-add",
-        &ls,
-        port,
-        "--",
-        "lsp-set-addresses",
-        port,
-        &address,
-        "--",
-        "lsp-set-port-security",
-        port,
-        &address,
-        "--",
-        "lsp-set-dhcpv4-options",
-        port,
-        dhcp,
-        "--",
-        "set",
-        "Logical_Switch_Port",
-        port,
-        &format!(r#"external_ids:"neutron:device_id"="{instance}""#),
-        r#"external_ids:"neutron:project_id"="proj-e2e""#,
-        &format!(r#"external_ids:"neutron:cidrs"="{ip}/24""#),
-        r#"external_ids:"neutron:device_owner"="compute:nova""#,
-    ]);
-}
-
-/// A VM: a namespace whose veth is an OVS port bound to `port`, configured by dhclient.
-struct OvnVm {
-    ns: Netns,
-    host_if: String,
-    _dhclient: Process,
-}
-
-impl OvnVm {
-    fn boot(stack: &OvnStack, port: &str, mac: &str, dir: &Path) -> OvnVm {
-        let n = VM_COUNTER.fetch_add(1, Ordering::SeqCst);
-        let ns = Netns::new(&format!("ovm{n}"));
-        let host_if = format!("oh{}x{n}", std::process::id() % 100_000);
-        let guest_if = "eth0";
-        let ip = |args: &[&str]| {
-            meta169_testkit::ip(args);
-        };
-        ip(&[
-            "link", "add", &host_if, "type", "veth", "peer", "name", guest_if, "netns", &ns.name,
-        ]);
-        ns.ip(&["link", "set", guest_if, "address", mac]);
-        ns.ip(&["link", "set", guest_if, "up"]);
-        ip(&["link", "set", &host_if, "up"]);
-        stack.vsctl(&[
-            "add-port",
-            &stack.bridge,
-            &host_if,
-            "--",
-            "set",
-            "Interface",
-            &host_if,
-            &format!("external_ids:iface-id={port}"),
-        ]);
-        let lsp_up = || stack.nbctl(&["lsp-get-up", port]).trim() == "up";
-        assert!(wait_until(T, lsp_up), "{port} did not come up");
-        let mut dhclient = ns.command("dhclient");
-        dhclient.args([
-            "-d",
-            "-v",
-            "-pf",
-            &dir.join(format!("dhclient-{n}.pid")).to_string_lossy(),
-            "-lf",
-            &dir.join(format!("dhclient-{n}.leases")).to_string_lossy(),
-            guest_if,
-        ]);
-        let dhclient = Process::start(&format!("dhclient-{n}"), dhclient, dir);
-        let routed = wait_until(T, || {
-            ns.ip(&["route"]).contains("169.254.169.254 via 10.0.0.2")
-        });
-        assert!(
-            routed,
-            "no metadata route from OVN's DHCP: {}",
-            ns.ip(&["route"])
-        );
-        OvnVm {
-            ns,
-            host_if,
-            _dhclient: dhclient,
-        }
-    }
-
-    /// cloud-init's OpenStack reader inside the VM.
-    fn cloud_init_read(&self) -> Value {
-        let out = python(
-            &clients_dir().join("cloudinit_read.py"),
-            &["http://169.254.169.254"],
-            Some(&self.ns),
-        );
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
-    }
-}
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()
@@ -192,25 +34,25 @@ async fn cloud_init_reads_metadata_through_real_ovn() {
     api.add(inst_b, "proj-e2e", "vm-b").await;
     api.add(inst_a2, "proj-e2e", "vm-a2").await;
 
-    let dhcp_a = add_network(&stack, &net_a, "fa:16:3e:aa:00:02");
-    let dhcp_b = add_network(&stack, &net_b, "fa:16:3e:bb:00:02");
+    let dhcp_a = stack.add_network(&net_a, "fa:16:3e:aa:00:02");
+    let dhcp_b = stack.add_network(&net_b, "fa:16:3e:bb:00:02");
     // Overlapping subnets, the same VM address on both networks.
-    add_vm_port(
-        &stack,
+    stack.add_vm_port(
         &net_a,
         "vm-a-port",
         "fa:16:3e:a1:00:05",
         "10.0.0.5",
         inst_a,
+        "proj-e2e",
         &dhcp_a,
     );
-    add_vm_port(
-        &stack,
+    stack.add_vm_port(
         &net_b,
         "vm-b-port",
         "fa:16:3e:b1:00:05",
         "10.0.0.5",
         inst_b,
+        "proj-e2e",
         &dhcp_b,
     );
 
@@ -282,13 +124,13 @@ async fn cloud_init_reads_metadata_through_real_ovn() {
     );
 
     // A new VM port bound later is served without restarting anything.
-    add_vm_port(
-        &stack,
+    stack.add_vm_port(
         &net_a,
         "vm-a2-port",
         "fa:16:3e:a2:00:06",
         "10.0.0.6",
         inst_a2,
+        "proj-e2e",
         &dhcp_a,
     );
     let (s, d) = (stack.clone(), dir.path().to_path_buf());

@@ -5,9 +5,14 @@
 //! stopped by its pid. The integration bridge gets a name of its own, so a
 //! real br-int on the machine is never touched.
 
-use crate::{run, wait_until, OvsdbServer, Process, OVN_NB_SCHEMA, OVN_SB_SCHEMA, VSWITCH_SCHEMA};
+use crate::{
+    clients_dir, python, run, wait_until, Netns, OvsdbServer, Process, OVN_NB_SCHEMA,
+    OVN_SB_SCHEMA, VSWITCH_SCHEMA,
+};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 pub struct OvnStack {
@@ -173,5 +178,172 @@ impl Drop for OvnStack {
         for dev in [self.bridge.as_str(), "ovs-netdev"] {
             let _ = Command::new("ip").args(["link", "del", dev]).output();
         }
+    }
+}
+
+/// How long a VM's port and DHCP may take to come up.
+const VM_WAIT: Duration = Duration::from_secs(20);
+
+static VM_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl OvnStack {
+    /// A Neutron network in the Northbound: switch, DHCP options with the
+    /// metadata route, and the metadata localport at 10.0.0.2; the DHCP
+    /// options' uuid.
+    pub fn add_network(&self, net: &str, metadata_mac: &str) -> String {
+        let stack = self;
+        let ls = format!("neutron-{net}");
+        stack.nbctl(&[
+            "ls-add",
+            &ls,
+            "--",
+            "set",
+            "Logical_Switch",
+            &ls,
+            r#"external_ids:"neutron:network_name"=private"#,
+        ]);
+        let dhcp = stack
+        .nbctl(&[
+            "create", "DHCP_Options", "cidr=10.0.0.0/24",
+            r#"options="server_id"="10.0.0.1" "server_mac"="fa:16:3e:00:00:01" "lease_time"="43200" "router"="10.0.0.1" "mtu"="1442" "classless_static_route"="{169.254.169.254/32,10.0.0.2, 0.0.0.0/0,10.0.0.1}""#,
+        ])
+        .trim()
+        .to_string();
+        let meta = format!("meta-{net}");
+        stack.nbctl(&[
+            "lsp-add",
+            &ls,
+            &meta,
+            "--",
+            "lsp-set-type",
+            &meta,
+            "localport",
+            "--",
+            "lsp-set-addresses",
+            &meta,
+            &format!("{metadata_mac} 10.0.0.2"),
+            "--",
+            "set",
+            "Logical_Switch_Port",
+            &meta,
+            r#"external_ids:"neutron:device_owner"="network:distributed""#,
+            &format!(r#"external_ids:"neutron:device_id"="ovnmeta-{net}""#),
+            r#"external_ids:"neutron:cidrs"="10.0.0.2/24""#,
+            r#"external_ids:"neutron:mtu"="1442""#,
+        ]);
+        dhcp
+    }
+
+    /// A VM port as Neutron writes it, with the network's DHCP options.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_vm_port(
+        &self,
+        net: &str,
+        port: &str,
+        mac: &str,
+        ip: &str,
+        instance: &str,
+        project: &str,
+        dhcp: &str,
+    ) {
+        let stack = self;
+        let ls = format!("neutron-{net}");
+        let address = format!("{mac} {ip}");
+        stack.nbctl(&[
+            "lsp-add",
+            &ls,
+            port,
+            "--",
+            "lsp-set-addresses",
+            port,
+            &address,
+            "--",
+            "lsp-set-port-security",
+            port,
+            &address,
+            "--",
+            "lsp-set-dhcpv4-options",
+            port,
+            dhcp,
+            "--",
+            "set",
+            "Logical_Switch_Port",
+            port,
+            &format!(r#"external_ids:"neutron:device_id"="{instance}""#),
+            &format!(r#"external_ids:"neutron:project_id"="{project}""#),
+            &format!(r#"external_ids:"neutron:cidrs"="{ip}/24""#),
+            r#"external_ids:"neutron:device_owner"="compute:nova""#,
+        ]);
+    }
+}
+
+/// A VM: a namespace whose veth is an OVS port bound to `port`, configured by dhclient.
+pub struct OvnVm {
+    pub ns: Netns,
+    pub host_if: String,
+    _dhclient: Process,
+}
+
+impl OvnVm {
+    pub fn boot(stack: &OvnStack, port: &str, mac: &str, dir: &Path) -> OvnVm {
+        let n = VM_COUNTER.fetch_add(1, Ordering::SeqCst);
+        let ns = Netns::new(&format!("ovm{n}"));
+        let host_if = format!("oh{}x{n}", std::process::id() % 100_000);
+        let guest_if = "eth0";
+        let ip = |args: &[&str]| {
+            crate::ip(args);
+        };
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", guest_if, "netns", &ns.name,
+        ]);
+        ns.ip(&["link", "set", guest_if, "address", mac]);
+        ns.ip(&["link", "set", guest_if, "up"]);
+        ip(&["link", "set", &host_if, "up"]);
+        stack.vsctl(&[
+            "add-port",
+            &stack.bridge,
+            &host_if,
+            "--",
+            "set",
+            "Interface",
+            &host_if,
+            &format!("external_ids:iface-id={port}"),
+        ]);
+        let lsp_up = || stack.nbctl(&["lsp-get-up", port]).trim() == "up";
+        assert!(wait_until(VM_WAIT, lsp_up), "{port} did not come up");
+        let mut dhclient = ns.command("dhclient");
+        dhclient.args([
+            "-d",
+            "-v",
+            "-pf",
+            &dir.join(format!("dhclient-{n}.pid")).to_string_lossy(),
+            "-lf",
+            &dir.join(format!("dhclient-{n}.leases")).to_string_lossy(),
+            guest_if,
+        ]);
+        let dhclient = Process::start(&format!("dhclient-{n}"), dhclient, dir);
+        let routed = wait_until(VM_WAIT, || {
+            ns.ip(&["route"]).contains("169.254.169.254 via 10.0.0.2")
+        });
+        assert!(
+            routed,
+            "no metadata route from OVN's DHCP: {}",
+            ns.ip(&["route"])
+        );
+        OvnVm {
+            ns,
+            host_if,
+            _dhclient: dhclient,
+        }
+    }
+
+    /// cloud-init's OpenStack reader inside the VM.
+    pub fn cloud_init_read(&self) -> Value {
+        let out = python(
+            &clients_dir().join("cloudinit_read.py"),
+            &["http://169.254.169.254"],
+            Some(&self.ns),
+        );
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
     }
 }
