@@ -1,6 +1,8 @@
 //! Plain-HTTP requests on pooled keep-alive connections: hyper's client,
 //! which expires idle connections and retries a request a pooled
-//! connection dropped before sending it.
+//! connection dropped before sending it. A GET that was sent on a
+//! connection the API had just closed (it answers, then closes) is sent
+//! again: hyper does not resend what it wrote, and a GET may repeat.
 
 use super::{Answer, SendError, CONNECT_TIMEOUT, MAX_UPSTREAM_BODY_BYTES};
 use bytes::Bytes;
@@ -15,6 +17,9 @@ use std::time::Duration;
 const MAX_IDLE_CONNECTIONS: usize = 256;
 /// An idle connection is closed after this long (the API may close it first).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Tries of a GET whose connection broke under it (each may meet another
+/// connection the API has just closed).
+const GET_ATTEMPTS: usize = 3;
 
 /// The pool for one upstream `host:port`.
 pub struct Pooled {
@@ -60,18 +65,32 @@ impl Pooled {
             .path_and_query(target)
             .build()
             .map_err(|e| SendError::Connect(format!("bad request target {target:?}: {e}")))?;
-        let mut request = http::Request::builder().method(method).uri(uri);
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
-        let request = request
-            .body(Full::new(body))
-            .map_err(|e| SendError::Connect(e.to_string()))?;
-        let answer = self
-            .client
-            .request(request)
-            .await
-            .map_err(|e| SendError::Connect(error_chain(&e)))?;
+        let attempts = if method == Method::GET {
+            GET_ATTEMPTS
+        } else {
+            1
+        };
+        let mut attempt = 0;
+        let answer = loop {
+            let mut request = http::Request::builder()
+                .method(method.clone())
+                .uri(uri.clone());
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            let request = request
+                .body(Full::new(body.clone()))
+                .map_err(|e| SendError::Connect(e.to_string()))?;
+            attempt += 1;
+            match self.client.request(request).await {
+                Ok(answer) => break answer,
+                // Not a refused connection: one that broke under the request.
+                Err(e) if !e.is_connect() && attempt < attempts => {
+                    tracing::debug!(%target, "the connection broke under the request ({}); sending it again", error_chain(&e));
+                }
+                Err(e) => return Err(SendError::Connect(error_chain(&e))),
+            }
+        };
         let status = answer.status();
         let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
         let server = answer.headers().get(header::SERVER).cloned();
