@@ -1,35 +1,77 @@
 //! Loaded instances and address lookups, kept in memory so that serving a
-//! request is a lookup, not a database round trip and not a render. Entries
-//! live for the configured TTL (Nova's `metadata_cache_expiration`) and are
-//! dropped at once when this process changes the record.
+//! request is a lookup, not a database round trip and not a render.
+//!
+//! An entry goes when the store announces a change to it (any process,
+//! any replica: see `meta169_store::ChangeFeed`), when it is older than
+//! the TTL (Nova's `metadata_cache_expiration`; an expired entry is still
+//! served while the store cannot be reached), or when the cache is over
+//! its bounds, least recently used first. A load that raced with a change
+//! is served but not kept, so an announcement is never undone by a read
+//! that started before it.
 
 use bytes::Bytes;
 use meta169_tree::{Instance, Tree};
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-/// Most entries kept; past this, expired entries are swept and, if that is
-/// not enough, the cache starts over (a flood of distinct guests cannot
-/// grow memory without bound).
-pub const MAX_CACHED_INSTANCES: usize = 100_000;
+/// Default bound on cached instances.
+pub const DEFAULT_MAX_INSTANCES: usize = 100_000;
 
-/// One instance with its rendered tree.
+/// Default bound on the cache's estimated size.
+pub const DEFAULT_MAX_BYTES: usize = 1 << 30;
+
+/// Address mappings kept per cached instance at most (ports per instance
+/// are few; a flood of unknown addresses cannot grow the map past this).
+const ADDRESSES_PER_INSTANCE: usize = 4;
+
+/// An eviction removes at least this fraction (1/N) of the entries, so the
+/// scan it takes is paid once per many inserts.
+const EVICTION_BATCH_DIVISOR: usize = 16;
+
+/// What a loaded instance is estimated to cost besides its user data and
+/// record: the record parsed, one EC2 and one OpenStack version rendered,
+/// and the cache's own bookkeeping (measured by `meta169 bench`).
+const INSTANCE_OVERHEAD_BYTES: usize = 4096;
+
+/// The cache's bounds.
+#[derive(Clone, Copy, Debug)]
+pub struct CacheLimits {
+    /// How long an entry is served before the store is asked again; zero
+    /// turns caching off.
+    pub ttl: Duration,
+    pub max_instances: usize,
+    /// Estimated bytes (see [`LoadedInstance::weight`]).
+    pub max_bytes: usize,
+}
+
+/// One instance with its tree.
 #[derive(Debug)]
 pub struct LoadedInstance {
-    pub instance: Instance,
+    pub instance: Arc<Instance>,
     pub tree: Tree,
     pub password: String,
     pub revision: i64,
     loaded_at: Instant,
+    weight: usize,
     /// `vendor_data2.json`, built on first request (it calls the dynamic targets).
     pub vendor_data2: tokio::sync::OnceCell<Bytes>,
 }
 
 impl LoadedInstance {
-    pub fn new(instance: Instance, tree: Tree, password: String, revision: i64) -> Self {
+    /// `record_bytes`: the size of the stored record, for the estimate.
+    pub fn new(
+        instance: Arc<Instance>,
+        tree: Tree,
+        password: String,
+        revision: i64,
+        record_bytes: usize,
+    ) -> Self {
+        let user_data = instance.user_data.as_ref().map_or(0, Bytes::len);
         LoadedInstance {
+            weight: INSTANCE_OVERHEAD_BYTES + user_data + record_bytes + password.len(),
             instance,
             tree,
             password,
@@ -38,6 +80,18 @@ impl LoadedInstance {
             vendor_data2: tokio::sync::OnceCell::new(),
         }
     }
+
+    /// The estimated bytes this entry holds.
+    pub fn weight(&self) -> usize {
+        self.weight
+    }
+}
+
+/// A cache answer.
+pub enum Cached {
+    Fresh(Arc<LoadedInstance>),
+    /// Older than the TTL: ask the store, and serve this if it cannot answer.
+    Expired(Arc<LoadedInstance>),
 }
 
 /// What an address lookup is keyed by: a network (or any network, for
@@ -65,112 +119,301 @@ impl std::fmt::Display for AddressKey {
     }
 }
 
-struct Timed<T> {
-    value: T,
+struct Slot {
+    loaded: Arc<LoadedInstance>,
+    /// Milliseconds after the cache's start of the last use.
+    used_ms: AtomicU64,
+}
+
+struct Timed {
+    uuid: Arc<str>,
     at: Instant,
-}
-
-/// A small TTL map; reads take a shared lock and clone an `Arc` or a `String`.
-struct TtlMap<K, V> {
-    ttl: Duration,
-    map: RwLock<HashMap<K, Timed<V>>>,
-}
-
-impl<K: std::hash::Hash + Eq + Clone, V: Clone> TtlMap<K, V> {
-    fn new(ttl: Duration) -> Self {
-        TtlMap {
-            ttl,
-            map: RwLock::new(HashMap::new()),
-        }
-    }
-
-    fn get<Q>(&self, key: &Q) -> Option<V>
-    where
-        K: std::borrow::Borrow<Q>,
-        Q: std::hash::Hash + Eq + ?Sized,
-    {
-        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
-        map.get(key)
-            .filter(|t| t.at.elapsed() < self.ttl)
-            .map(|t| t.value.clone())
-    }
-
-    fn insert(&self, key: K, value: V, at: Instant) {
-        if self.ttl.is_zero() {
-            return;
-        }
-        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= MAX_CACHED_INSTANCES {
-            let ttl = self.ttl;
-            map.retain(|_, t| t.at.elapsed() < ttl);
-            if map.len() >= MAX_CACHED_INSTANCES {
-                map.clear();
-            }
-        }
-        map.insert(key, Timed { value, at });
-    }
-
-    fn remove<Q>(&self, key: &Q)
-    where
-        K: std::borrow::Borrow<Q>,
-        Q: std::hash::Hash + Eq + ?Sized,
-    {
-        self.map
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
-    }
-
-    fn len(&self) -> usize {
-        self.map.read().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    fn clear(&self) {
-        self.map.write().unwrap_or_else(|e| e.into_inner()).clear();
-    }
 }
 
 /// Both caches of the metadata side.
 pub struct Caches {
-    instances: TtlMap<String, Arc<LoadedInstance>>,
-    addresses: TtlMap<AddressKey, String>,
+    limits: CacheLimits,
+    start: Instant,
+    instances: RwLock<HashMap<Box<str>, Slot>>,
+    bytes: AtomicUsize,
+    addresses: RwLock<HashMap<AddressKey, Timed>>,
+    /// Bumped by every invalidation; loads that saw another value drop
+    /// their result instead of caching it.
+    generation: AtomicU64,
 }
 
 impl Caches {
-    pub fn new(ttl: Duration) -> Self {
+    pub fn new(limits: CacheLimits) -> Self {
         Caches {
-            instances: TtlMap::new(ttl),
-            addresses: TtlMap::new(ttl),
+            limits,
+            start: Instant::now(),
+            instances: RwLock::new(HashMap::new()),
+            bytes: AtomicUsize::new(0),
+            addresses: RwLock::new(HashMap::new()),
+            generation: AtomicU64::new(0),
         }
     }
 
-    pub fn instance(&self, uuid: &str) -> Option<Arc<LoadedInstance>> {
-        self.instances.get(uuid)
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
     }
 
-    pub fn put_instance(&self, loaded: Arc<LoadedInstance>) {
-        let at = loaded.loaded_at;
-        self.instances
-            .insert(loaded.instance.uuid.clone(), loaded, at);
+    pub fn instance(&self, uuid: &str) -> Option<Cached> {
+        let map = self.instances.read().unwrap_or_else(|e| e.into_inner());
+        let slot = map.get(uuid)?;
+        let now = self.now_ms();
+        // Writing only when the millisecond changed keeps the hot path
+        // from bouncing the slot's cache line between cores.
+        if slot.used_ms.load(Ordering::Relaxed) != now {
+            slot.used_ms.store(now, Ordering::Relaxed);
+        }
+        let loaded = slot.loaded.clone();
+        Some(if loaded.loaded_at.elapsed() < self.limits.ttl {
+            Cached::Fresh(loaded)
+        } else {
+            Cached::Expired(loaded)
+        })
     }
 
-    /// Instances cached now (expired ones included until swept).
+    /// The current generation, read before a load from the store.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Keep a loaded instance unless something was invalidated since
+    /// `generation`. Returns how many instances were evicted for room.
+    pub fn put_instance(&self, loaded: Arc<LoadedInstance>, generation: u64) -> usize {
+        if self.limits.ttl.is_zero() {
+            return 0;
+        }
+        let mut map = self.instances.write().unwrap_or_else(|e| e.into_inner());
+        if self.generation() != generation {
+            return 0;
+        }
+        let weight = loaded.weight;
+        let slot = Slot {
+            loaded,
+            used_ms: AtomicU64::new(self.now_ms()),
+        };
+        let key: Box<str> = slot.loaded.instance.uuid.as_str().into();
+        if let Some(old) = map.insert(key, slot) {
+            self.bytes.fetch_sub(old.loaded.weight, Ordering::Relaxed);
+        }
+        self.bytes.fetch_add(weight, Ordering::Relaxed);
+        self.evict_if_over(&mut map)
+    }
+
+    fn over(&self, map: &HashMap<Box<str>, Slot>) -> bool {
+        map.len() > self.limits.max_instances
+            || self.bytes.load(Ordering::Relaxed) > self.limits.max_bytes
+    }
+
+    /// Drop the least recently used entries, a batch at a time, until
+    /// within bounds.
+    fn evict_if_over(&self, map: &mut HashMap<Box<str>, Slot>) -> usize {
+        let mut evicted = 0;
+        while self.over(map) && !map.is_empty() {
+            let mut used: Vec<u64> = map
+                .values()
+                .map(|slot| slot.used_ms.load(Ordering::Relaxed))
+                .collect();
+            let excess = map.len().saturating_sub(self.limits.max_instances);
+            let count = excess.max(map.len() / EVICTION_BATCH_DIVISOR).max(1);
+            let (_, threshold, _) = used.select_nth_unstable(count - 1);
+            let threshold = *threshold;
+            // Many entries may share the threshold's millisecond (a boot
+            // storm): of those, only as many go as the batch needs.
+            let mut at_threshold = count - used.iter().filter(|u| **u < threshold).count();
+            let before = map.len();
+            let mut freed = 0;
+            map.retain(|_, slot| {
+                let used = slot.used_ms.load(Ordering::Relaxed);
+                let keep = used > threshold || (used == threshold && at_threshold == 0);
+                if used == threshold && !keep {
+                    at_threshold -= 1;
+                }
+                if !keep {
+                    freed += slot.loaded.weight;
+                }
+                keep
+            });
+            self.bytes.fetch_sub(freed, Ordering::Relaxed);
+            evicted += before - map.len();
+        }
+        evicted
+    }
+
+    /// Instances cached now.
     pub fn instances(&self) -> usize {
-        self.instances.len()
+        self.instances
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
-    pub fn address(&self, key: &AddressKey) -> Option<String> {
-        self.addresses.get(key)
+    /// Estimated bytes cached now.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
     }
 
-    pub fn put_address(&self, key: AddressKey, uuid: String) {
-        self.addresses.insert(key, uuid, Instant::now());
+    /// The instance an address belongs to, and whether the mapping is
+    /// older than the TTL.
+    pub fn address(&self, key: &AddressKey) -> Option<(Arc<str>, bool)> {
+        let map = self.addresses.read().unwrap_or_else(|e| e.into_inner());
+        map.get(key)
+            .map(|t| (t.uuid.clone(), t.at.elapsed() >= self.limits.ttl))
     }
 
-    /// Forget an instance after this process changed it; address mappings
-    /// may have moved too, so they all go.
+    pub fn put_address(&self, key: AddressKey, uuid: Arc<str>, generation: u64) {
+        if self.limits.ttl.is_zero() {
+            return;
+        }
+        let mut map = self.addresses.write().unwrap_or_else(|e| e.into_inner());
+        if self.generation() != generation {
+            return;
+        }
+        let cap = self
+            .limits
+            .max_instances
+            .saturating_mul(ADDRESSES_PER_INSTANCE);
+        if map.len() >= cap {
+            let ttl = self.limits.ttl;
+            map.retain(|_, t| t.at.elapsed() < ttl);
+            if map.len() >= cap {
+                map.clear();
+            }
+        }
+        map.insert(
+            key,
+            Timed {
+                uuid,
+                at: Instant::now(),
+            },
+        );
+    }
+
+    fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn remove_instance(&self, uuid: &str) {
+        let mut map = self.instances.write().unwrap_or_else(|e| e.into_inner());
+        self.bump();
+        if let Some(old) = map.remove(uuid) {
+            self.bytes.fetch_sub(old.loaded.weight, Ordering::Relaxed);
+        }
+    }
+
+    /// The record changed (or went): its tree and its addresses go.
     pub fn invalidate(&self, uuid: &str) {
-        self.instances.remove(uuid);
-        self.addresses.clear();
+        self.remove_instance(uuid);
+        self.addresses
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, t| &*t.uuid != uuid);
+    }
+
+    /// Only the password changed: the addresses stay.
+    pub fn forget_instance(&self, uuid: &str) {
+        self.remove_instance(uuid);
+    }
+
+    /// Anything may have changed.
+    pub fn clear(&self) {
+        let mut map = self.instances.write().unwrap_or_else(|e| e.into_inner());
+        self.bump();
+        map.clear();
+        self.bytes.store(0, Ordering::Relaxed);
+        drop(map);
+        self.addresses
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meta169_tree::{example_instance, RenderOptions};
+
+    fn loaded(uuid: &str) -> Arc<LoadedInstance> {
+        let mut instance = example_instance();
+        instance.uuid = uuid.into();
+        let instance = Arc::new(instance);
+        let tree = Tree::new(instance.clone(), Arc::new(RenderOptions::default()));
+        Arc::new(LoadedInstance::new(instance, tree, String::new(), 1, 1000))
+    }
+
+    fn limits(max_instances: usize) -> CacheLimits {
+        CacheLimits {
+            ttl: Duration::from_secs(60),
+            max_instances,
+            max_bytes: usize::MAX,
+        }
+    }
+
+    #[test]
+    fn the_least_recently_used_go_first() {
+        let caches = Caches::new(limits(32));
+        for i in 0..32 {
+            caches.put_instance(loaded(&format!("i{i}")), caches.generation());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        // The first half is used again; the second half is not.
+        for i in 0..16 {
+            assert!(caches.instance(&format!("i{i}")).is_some());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        let evicted = caches.put_instance(loaded("new"), caches.generation());
+        assert!(evicted >= 1);
+        assert!(caches.instances() <= 32);
+        for i in 0..16 {
+            assert!(caches.instance(&format!("i{i}")).is_some(), "i{i} evicted");
+        }
+        assert!(caches.instance("new").is_some());
+    }
+
+    #[test]
+    fn bytes_are_bounded_too() {
+        let one = loaded("x").weight();
+        let caches = Caches::new(CacheLimits {
+            max_bytes: 10 * one,
+            ..limits(1000)
+        });
+        for i in 0..100 {
+            caches.put_instance(loaded(&format!("i{i}")), caches.generation());
+            assert!(caches.bytes() <= 10 * one);
+        }
+        assert!(caches.instances() <= 10);
+        caches.clear();
+        assert_eq!((caches.instances(), caches.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn a_load_that_raced_with_a_change_is_not_kept() {
+        let caches = Caches::new(limits(10));
+        let before = caches.generation();
+        caches.invalidate("a");
+        caches.put_instance(loaded("a"), before);
+        assert!(caches.instance("a").is_none());
+        caches.put_instance(loaded("a"), caches.generation());
+        assert!(caches.instance("a").is_some());
+    }
+
+    #[test]
+    fn a_record_change_drops_its_addresses_a_password_change_does_not() {
+        let caches = Caches::new(limits(10));
+        let key = AddressKey::AnyNetworkIp("10.0.0.5".parse().unwrap());
+        let other = AddressKey::AnyNetworkIp("10.0.0.6".parse().unwrap());
+        caches.put_address(key.clone(), "a".into(), caches.generation());
+        caches.put_address(other.clone(), "b".into(), caches.generation());
+        caches.put_instance(loaded("a"), caches.generation());
+        caches.forget_instance("a");
+        assert!(caches.instance("a").is_none());
+        assert!(caches.address(&key).is_some());
+        caches.invalidate("a");
+        assert!(caches.address(&key).is_none());
+        assert!(caches.address(&other).is_some());
     }
 }

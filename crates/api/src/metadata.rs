@@ -2,7 +2,7 @@
 //! handler: `/` needs no identity, any method but on `password` is served
 //! as GET, absent data is a fast 404.
 
-use crate::cache::{AddressKey, Caches, LoadedInstance};
+use crate::cache::{AddressKey, Cached, Caches, LoadedInstance};
 use crate::error::ApiError;
 use crate::identity::{identify, Caller, Identity};
 use crate::metrics::{IdentityLabel, ServeMetrics, TreeLabel};
@@ -16,9 +16,9 @@ use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue};
 use meta169_http::mac::{format_mac, mac_from_eui64};
-use meta169_store::Store;
+use meta169_store::{Change, Freshness, Store};
 use meta169_tree::versions::{ec2_version_listing, openstack_version_listing};
-use meta169_tree::{Body, ContentType, MetadataPath, Tree};
+use meta169_tree::{Body, ContentType, MetadataPath, RenderOptions, Tree};
 use rand::RngCore;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -32,60 +32,129 @@ pub struct MetadataService {
     pub store: Arc<dyn Store>,
     pub settings: ApiSettings,
     pub limits: ServerLimits,
-    pub caches: Caches,
+    pub caches: Arc<Caches>,
     pub vendor: VendorData,
-    pub metrics: ServeMetrics,
+    pub metrics: Arc<ServeMetrics>,
+    render: Arc<RenderOptions>,
+    /// Until when the store's change feed is known complete.
+    freshness: Arc<Freshness>,
+    /// Applies the feed to the caches; stops with the service.
+    _follower: AbortOnDrop,
 }
 
 impl MetadataService {
+    /// The service, following the store's changes from now on (needs a
+    /// Tokio runtime).
     pub fn new(
         store: Arc<dyn Store>,
         settings: ApiSettings,
         limits: ServerLimits,
     ) -> Result<Self, reqwest::Error> {
+        let caches = Arc::new(Caches::new(settings.cache));
+        let metrics = Arc::new(ServeMetrics::new());
+        let feed = store.changes();
+        let freshness = feed.freshness.clone();
+        let follower = tokio::spawn(follow(
+            feed.changes,
+            freshness.clone(),
+            caches.clone(),
+            metrics.clone(),
+        ));
         Ok(MetadataService {
-            caches: Caches::new(settings.cache_ttl),
             vendor: VendorData::new(&settings)?,
-            metrics: ServeMetrics::new(),
+            render: Arc::new(settings.render.clone()),
+            caches,
+            metrics,
+            freshness,
+            _follower: AbortOnDrop(follower),
             store,
             settings,
             limits,
         })
     }
 
+    /// Ready while the cache cannot have missed changes for longer than
+    /// the staleness bound; the reason otherwise.
+    pub fn readiness(&self) -> Result<(), String> {
+        let bound = self.settings.max_staleness;
+        let why = || {
+            self.freshness
+                .last_error()
+                .unwrap_or_else(|| "no answer yet".to_string())
+        };
+        match self.freshness.age() {
+            Some(age) if age <= bound => Ok(()),
+            Some(age) => Err(format!(
+                "store unreachable: {}; cached answers may be {:.1} s behind, over the {:.1} s bound",
+                why(),
+                age.as_secs_f64(),
+                bound.as_secs_f64()
+            )),
+            None => Err(format!("store unreachable: {}", why())),
+        }
+    }
+
+    /// Is the store known unreachable right now? Then expired entries are
+    /// served without waiting for it.
+    fn store_down(&self) -> bool {
+        self.freshness.last_error().is_some()
+    }
+
     /// Load (or take from the cache) an instance and its tree.
     pub async fn load(&self, uuid: &str) -> Result<Option<Arc<LoadedInstance>>, ApiError> {
-        if let Some(hit) = self.caches.instance(uuid) {
-            self.metrics.cache_hits.inc();
-            return Ok(Some(hit));
-        }
+        let stale = match self.caches.instance(uuid) {
+            Some(Cached::Fresh(hit)) => {
+                self.metrics.cache_hits.inc();
+                return Ok(Some(hit));
+            }
+            Some(Cached::Expired(stale)) if self.store_down() => {
+                self.metrics.stale_answers.inc();
+                return Ok(Some(stale));
+            }
+            Some(Cached::Expired(stale)) => Some(stale),
+            None => None,
+        };
         self.metrics.cache_misses.inc();
-        let stored = self.store.get_instance(uuid).await.map_err(|e| {
-            self.metrics.store_errors.inc();
-            tracing::error!(instance = %uuid, "loading instance failed: {e}");
-            ApiError::Internal
-        })?;
+        let generation = self.caches.generation();
+        let stored = match self.store.get_instance(uuid).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                self.metrics.store_errors.inc();
+                if let Some(stale) = stale {
+                    self.metrics.stale_answers.inc();
+                    tracing::debug!(instance = %uuid, "store unreachable, serving the cached record: {e}");
+                    return Ok(Some(stale));
+                }
+                tracing::error!(instance = %uuid, "loading instance failed: {e}");
+                return Err(ApiError::Internal);
+            }
+        };
         let Some(stored) = stored else {
             return Ok(None);
         };
-        let tree = Tree::render(&stored.instance, &self.settings.render);
+        let instance = Arc::new(stored.instance);
+        let tree = Tree::new(instance.clone(), self.render.clone());
         let loaded = Arc::new(LoadedInstance::new(
-            stored.instance,
+            instance,
             tree,
             stored.password,
             stored.revision,
+            stored.record_bytes,
         ));
-        self.caches.put_instance(loaded.clone());
-        self.metrics
-            .cache_instances
-            .set(self.caches.instances() as i64);
+        let evicted = self.caches.put_instance(loaded.clone(), generation);
+        self.metrics.cache_evictions.inc_by(evicted as u64);
+        self.metrics.cache_sizes(&self.caches);
         Ok(Some(loaded))
     }
 
-    async fn lookup_address(&self, key: AddressKey) -> Result<Option<String>, ApiError> {
-        if let Some(uuid) = self.caches.address(&key) {
-            return Ok(Some(uuid));
-        }
+    async fn lookup_address(&self, key: AddressKey) -> Result<Option<Arc<str>>, ApiError> {
+        let stale = match self.caches.address(&key) {
+            Some((uuid, false)) => return Ok(Some(uuid)),
+            Some((uuid, true)) if self.store_down() => return Ok(Some(uuid)),
+            Some((uuid, true)) => Some(uuid),
+            None => None,
+        };
+        let generation = self.caches.generation();
         let found = match &key {
             AddressKey::NetworkIp(network, ip) => self.store.find_by_network_ip(network, *ip).await,
             AddressKey::NetworkMac(network, mac) => {
@@ -94,17 +163,24 @@ impl MetadataService {
                     .await
             }
             AddressKey::AnyNetworkIp(ip) => self.store.find_by_ip(*ip).await,
-        }
-        .map_err(|e| {
-            self.metrics.store_errors.inc();
-            tracing::error!("address lookup failed: {e}");
-            ApiError::Internal
-        })?;
+        };
+        let found = match found {
+            Ok(found) => found,
+            Err(e) => {
+                self.metrics.store_errors.inc();
+                if stale.is_some() {
+                    return Ok(stale);
+                }
+                tracing::error!("address lookup failed: {e}");
+                return Err(ApiError::Internal);
+            }
+        };
         match found.as_slice() {
             [] => Ok(None),
             [uuid] => {
-                self.caches.put_address(key, uuid.clone());
-                Ok(Some(uuid.clone()))
+                let uuid: Arc<str> = uuid.as_str().into();
+                self.caches.put_address(key, uuid.clone(), generation);
+                Ok(Some(uuid))
             }
             many => {
                 tracing::error!(address = %key, instances = %many.join(", "), "address belongs to several instances; register the ports with their network ids");
@@ -118,11 +194,11 @@ impl MetadataService {
 
     /// The instance a caller is, or Nova's 404.
     pub async fn resolve(&self, caller: &Caller) -> Result<Arc<LoadedInstance>, ApiError> {
-        let (uuid, expected_project) = match &caller.identity {
+        let (uuid, expected_project): (Arc<str>, _) = match &caller.identity {
             Identity::Signed {
                 instance_id,
                 project_id,
-            } => (instance_id.clone(), Some(project_id.as_str())),
+            } => (instance_id.as_str().into(), Some(project_id.as_str())),
             Identity::ByAddress {
                 network_id,
                 address,
@@ -164,6 +240,43 @@ impl MetadataService {
             }
         }
         Ok(loaded)
+    }
+}
+
+/// Apply the store's announcements to the caches, and keep the feed's age
+/// in the metrics.
+async fn follow(
+    mut changes: tokio::sync::broadcast::Receiver<Change>,
+    freshness: Arc<Freshness>,
+    caches: Arc<Caches>,
+    metrics: Arc<ServeMetrics>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut tick = tokio::time::interval(FEED_AGE_UPDATE);
+    loop {
+        tokio::select! {
+            change = changes.recv() => match change {
+                Ok(Change::Record(uuid)) => caches.invalidate(&uuid),
+                Ok(Change::Password(uuid)) => caches.forget_instance(&uuid),
+                Ok(Change::Everything) | Err(RecvError::Lagged(_)) => caches.clear(),
+                Err(RecvError::Closed) => return,
+            },
+            _ = tick.tick() => {
+                metrics.store_feed_age.set(freshness.age().map_or(f64::INFINITY, |a| a.as_secs_f64()));
+                metrics.cache_sizes(&caches);
+            }
+        }
+    }
+}
+
+/// How often the feed's age and the cache's size are refreshed in the metrics.
+const FEED_AGE_UPDATE: std::time::Duration = std::time::Duration::from_secs(1);
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

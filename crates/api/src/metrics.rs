@@ -9,6 +9,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::fmt::Write;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,6 +90,12 @@ pub struct ServeMetrics {
     pub cache_hits: Counter,
     pub cache_misses: Counter,
     pub cache_instances: Gauge,
+    pub cache_bytes: Gauge,
+    pub cache_evictions: Counter,
+    /// Answers from expired cache entries while the store was unreachable.
+    pub stale_answers: Counter,
+    /// Seconds since the store's change feed was last confirmed complete.
+    pub store_feed_age: Gauge<f64, AtomicU64>,
     pub store_errors: Counter,
     pub ready: Gauge,
     registry: Arc<Registry>,
@@ -111,7 +118,10 @@ impl ServeMetrics {
         ));
         let (cache_hits, cache_misses, store_errors) =
             (Counter::default(), Counter::default(), Counter::default());
-        let (cache_instances, ready) = (Gauge::default(), Gauge::default());
+        let (cache_instances, cache_bytes, ready) =
+            (Gauge::default(), Gauge::default(), Gauge::default());
+        let (cache_evictions, stale_answers) = (Counter::default(), Counter::default());
+        let store_feed_age = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "meta169_serve_requests",
             "Guest requests answered, by status, tree and identity mode",
@@ -138,6 +148,26 @@ impl ServeMetrics {
             cache_instances.clone(),
         );
         registry.register(
+            "meta169_serve_cache_bytes",
+            "Estimated bytes held by the cache",
+            cache_bytes.clone(),
+        );
+        registry.register(
+            "meta169_serve_cache_evictions",
+            "Instances dropped from the cache to stay within its bounds",
+            cache_evictions.clone(),
+        );
+        registry.register(
+            "meta169_serve_stale_answers",
+            "Instance loads answered from an expired cache entry because the store was unreachable",
+            stale_answers.clone(),
+        );
+        registry.register(
+            "meta169_serve_store_feed_age_seconds",
+            "Seconds since the store's change feed was last confirmed complete (readiness fails past max_staleness_seconds)",
+            store_feed_age.clone(),
+        );
+        registry.register(
             "meta169_serve_store_errors",
             "Store operations that failed",
             store_errors.clone(),
@@ -153,6 +183,10 @@ impl ServeMetrics {
             cache_hits,
             cache_misses,
             cache_instances,
+            cache_bytes,
+            cache_evictions,
+            stale_answers,
+            store_feed_age,
             store_errors,
             ready,
             registry: Arc::new(registry),
@@ -170,6 +204,12 @@ impl ServeMetrics {
         let metrics = ServeMetrics::new();
         metrics.request(200, TreeLabel::Root, IdentityLabel::None, Duration::ZERO);
         meta169_http::ops::exported_names(&metrics.registry)
+    }
+
+    /// The cache's size gauges.
+    pub fn cache_sizes(&self, caches: &crate::cache::Caches) {
+        self.cache_instances.set(caches.instances() as i64);
+        self.cache_bytes.set(caches.bytes() as i64);
     }
 
     /// Count one answered request.

@@ -1,5 +1,6 @@
 //! Runtime settings of the API, resolved from configuration by the binary.
 
+use crate::cache::{CacheLimits, DEFAULT_MAX_BYTES, DEFAULT_MAX_INSTANCES};
 use ipnet::IpNet;
 use meta169_http::access_log::AccessLog;
 use meta169_http::address::canonical_ip;
@@ -84,14 +85,25 @@ impl DynamicTarget {
     }
 }
 
+/// Nova's default `metadata_cache_expiration`.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(15);
+
+/// Default of [`ApiSettings::max_staleness`].
+pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(10);
+
 /// Everything the metadata handler needs to know.
 #[derive(Clone, Debug)]
 pub struct ApiSettings {
     pub identity: IdentitySettings,
     pub render: RenderOptions,
     /// How long a loaded record (and its dynamic vendordata) is served
-    /// before the store is asked again; Nova's `metadata_cache_expiration`.
-    pub cache_ttl: Duration,
+    /// before the store is asked again (Nova's `metadata_cache_expiration`),
+    /// and how much is cached.
+    pub cache: CacheLimits,
+    /// Readiness fails once the cache may have missed changes for longer
+    /// than this (the store unreachable): a load balancer then stops
+    /// sending guests to a replica that could be serving stale trees.
+    pub max_staleness: Duration,
     pub dynamic_targets: Vec<DynamicTarget>,
     pub dynamic_connect_timeout: Duration,
     pub dynamic_read_timeout: Duration,
@@ -104,7 +116,12 @@ impl Default for ApiSettings {
         ApiSettings {
             identity: IdentitySettings::default(),
             render: RenderOptions::default(),
-            cache_ttl: Duration::from_secs(15),
+            cache: CacheLimits {
+                ttl: DEFAULT_CACHE_TTL,
+                max_instances: DEFAULT_MAX_INSTANCES,
+                max_bytes: DEFAULT_MAX_BYTES,
+            },
+            max_staleness: DEFAULT_MAX_STALENESS,
             dynamic_targets: Vec::new(),
             dynamic_connect_timeout: Duration::from_secs(5),
             dynamic_read_timeout: Duration::from_secs(5),

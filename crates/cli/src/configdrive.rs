@@ -67,11 +67,13 @@ pub async fn run(args: ConfigDriveArgs) -> Result<()> {
     let instance: Instance = match (&args.instance, &args.from_json) {
         (Some(uuid), _) => {
             let url = args.store.clone().unwrap_or(file.serve.store.clone());
-            let store =
-                meta169_store::open(&url).with_context(|| format!("cannot open store {url}"))?;
+            let store = config::open_store(&url).await?;
             match store.get_instance(uuid).await? {
                 Some(stored) => stored.instance,
-                None => bail!("no instance with uuid {uuid} in {url}"),
+                None => bail!(
+                    "no instance with uuid {uuid} in {}",
+                    meta169_store::redact(&url)
+                ),
             }
         }
         (None, Some(path)) => {

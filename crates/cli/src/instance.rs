@@ -1,6 +1,6 @@
 //! `meta169 instance`: the admin operations on the store, from the command
-//! line. Works on the same store as `serve`; a running server sees changes
-//! after its cache time (`cache_seconds`), or at once through the admin API.
+//! line. Works on the same store as `serve`; running servers see a change
+//! within about a second (the store announces it to every replica).
 
 use crate::config;
 use anyhow::{bail, Context, Result};
@@ -67,8 +67,7 @@ pub async fn run(
     }
     let file = config::load(config_path.as_deref())?;
     let url = store_url.unwrap_or(file.serve.store);
-    let store: Arc<dyn Store> =
-        meta169_store::open(&url).with_context(|| format!("cannot open store {url}"))?;
+    let store: Arc<dyn Store> = config::open_store(&url).await?;
     match command {
         InstanceCommand::Add { file } => {
             let instance = read_record(&file)?;

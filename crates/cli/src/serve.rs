@@ -11,9 +11,6 @@ use rand::RngCore;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Longest a readiness check waits for the store.
-const READY_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-
 #[derive(Args)]
 pub struct ServeArgs {
     /// Configuration file (TOML; see docs/meta169.example.toml) [default: /etc/meta169/meta169.toml if it exists].
@@ -68,8 +65,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let listen = parse_addr(&section.listen, "listen address")?;
     let admin_listen = parse_addr(&section.admin.listen, "admin listen address")?;
 
-    let store: Arc<dyn Store> = meta169_store::open(&section.store)
-        .with_context(|| format!("cannot open store {}", section.store))?;
+    let store: Arc<dyn Store> = config::open_store(&section.store).await?;
     let admin_token = match (&section.admin.token_file, args.demo) {
         (Some(path), _) => {
             let token = config::read_secret(path, "the admin token")?;
@@ -100,7 +96,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .with_context(|| {
             format!("cannot listen on {listen} (in use, or a privileged port without root?)")
         })?;
-    tracing::info!(%listen, store = %section.store, "metadata API listening");
+    tracing::info!(%listen, store = %meta169_store::redact(&section.store), "metadata API listening");
 
     let admin_task = match &admin_token {
         Some(token) => {
@@ -123,18 +119,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     };
 
     let ops_task = {
-        let store = service.store.clone();
-        let metrics_service = service.clone();
+        let ready_service = service.clone();
+        // Ready while the cache cannot have missed a change for longer
+        // than max_staleness_seconds; the store's change watcher checks
+        // the store itself (a fresh open or a heartbeat) several times a
+        // second, so this check does no I/O of its own.
         let ready: ReadyCheck = Arc::new(move || {
-            let (store, service) = (store.clone(), metrics_service.clone());
+            let service = ready_service.clone();
             Box::pin(async move {
-                let answer = match tokio::time::timeout(READY_CHECK_TIMEOUT, store.ping()).await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(format!("store unreachable: {e}")),
-                    Err(_) => Err(format!(
-                        "store did not answer within {READY_CHECK_TIMEOUT:?}"
-                    )),
-                };
+                let answer = service.readiness();
                 service.metrics.ready.set(i64::from(answer.is_ok()));
                 answer
             })

@@ -40,7 +40,7 @@ fn serve_counts_known_traffic_and_readyz_follows_the_store() {
     let config = dir.path().join("meta169.toml");
     std::fs::write(
         &config,
-        "[serve.identity]\nby_source = true\nsigned = false\nby_address = false\n",
+        "[serve]\nmax_staleness_seconds = 1\n[serve.identity]\nby_source = true\nsigned = false\nby_address = false\n",
     )
     .unwrap();
     let (listen, admin, ops) = (free_port(), free_port(), free_port());
@@ -114,11 +114,17 @@ fn serve_counts_known_traffic_and_readyz_follows_the_store() {
     assert_eq!(sample(&samples, "meta169_serve_cache_instances", &[]), 1.0);
     assert_eq!(sample(&samples, "meta169_serve_ready", &[]), 1.0);
 
-    // The store file gone: not ready, and it says why.
+    // The store file gone: not ready once the staleness bound (1 s here)
+    // has passed, and it says why.
     let file = store.strip_prefix("sqlite://").unwrap();
     std::fs::remove_file(file).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || get(&format!(
+        "http://{ops}/readyz"
+    ))
+    .0 == 503));
     let (status, body) = get(&format!("http://{ops}/readyz"));
     assert_eq!(status, 503, "{body}");
+    assert!(body.contains("cannot open"), "{body}");
     assert!(body.starts_with("not ready: store unreachable"), "{body}");
     assert_eq!(
         sample(

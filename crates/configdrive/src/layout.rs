@@ -93,7 +93,7 @@ pub fn drive_files(input: &DriveInput<'_>) -> Result<Vec<(String, Bytes)>, Confi
         if let Some(data) = &instance.user_data {
             out.push((
                 format!("ec2/{version}/user-data"),
-                Bytes::from(data.clone()),
+                data.clone(),
             ));
         }
     }
@@ -126,7 +126,7 @@ pub fn drive_files(input: &DriveInput<'_>) -> Result<Vec<(String, Bytes)>, Confi
             .expect("known version");
         out.push((format!("{dir}/meta_data.json"), Bytes::from(md)));
         if let Some(data) = &instance.user_data {
-            out.push((format!("{dir}/user_data"), Bytes::from(data.clone())));
+            out.push((format!("{dir}/user_data"), data.clone()));
         }
         if index >= versions::openstack_index(versions::HAVANA).unwrap_or(0) {
             // Without the static provider Nova's build fails; we leave the file out.

@@ -1,16 +1,29 @@
 //! Where meta169 keeps instance records, their ports ((network, IP, MAC) →
-//! instance) and guest-posted passwords. One trait, [`Store`], so that
-//! other backends can follow; today the embedded SQLite backend is the only
-//! one, and a `postgres://` URL is refused with a message saying so.
+//! instance) and guest-posted passwords: one trait, [`Store`], with an
+//! embedded SQLite backend (the default, one process) and a PostgreSQL
+//! backend (replicas sharing one database), the same schema and behaviour
+//! on both. A store also tells its users what other processes changed
+//! ([`ChangeFeed`]), so caches in front of it stay fresh.
 
+mod changes;
+mod error;
+mod postgres;
+mod schema;
 mod sqlite;
+mod url;
 
 use async_trait::async_trait;
-use meta169_tree::{Instance, InvalidInstance};
+use meta169_tree::Instance;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+pub use changes::{Change, ChangeFeed, Freshness, CHANGE_BACKLOG};
+pub use error::StoreError;
+pub use postgres::tls::SslMode;
+pub use postgres::{PostgresStore, POOL_SIZE};
+pub use schema::latest_version;
 pub use sqlite::SqliteStore;
+pub use url::{redact, StoreUrl, DEFAULT_CONNECT_TIMEOUT};
 
 /// Longest password a guest may store: Nova keeps 4 chunks of 255 characters.
 pub const MAX_PASSWORD_LEN: usize = 1020;
@@ -23,6 +36,8 @@ pub struct StoredInstance {
     pub password: String,
     /// Increases on every write of the record.
     pub revision: i64,
+    /// Size of the stored record text (for cache size estimates).
+    pub record_bytes: usize,
 }
 
 /// One line of `instance list`.
@@ -35,50 +50,14 @@ pub struct InstanceSummary {
     pub revision: i64,
 }
 
-/// What can go wrong in a store. Each message says what to do.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The record failed validation.
-    #[error("invalid instance record: {0}")]
-    Invalid(#[from] InvalidInstance),
-    /// No instance with that uuid.
-    #[error("no instance with uuid {0}")]
-    NotFound(String),
-    /// A port address already belongs to another instance.
-    #[error("address {ip} on network {network_id} already belongs to instance {owner}; remove it there first")]
-    AddressTaken {
-        network_id: String,
-        ip: String,
-        owner: String,
-    },
-    /// A password is already set; Nova answers 409 to a second POST.
-    #[error("a password is already set for instance {0}; an administrator must clear it first")]
-    PasswordAlreadySet(String),
-    /// Password over [`MAX_PASSWORD_LEN`].
-    #[error("password is {0} characters; the limit is {MAX_PASSWORD_LEN}")]
-    PasswordTooLong(usize),
-    /// The store URL is not understood.
-    #[error("unsupported store URL {0:?}: use sqlite:///path/to/meta169.db, a plain file path, or sqlite::memory:")]
-    UnsupportedUrl(String),
-    /// The database failed.
-    #[error("store backend error: {0}")]
-    Backend(String),
-    /// A stored record no longer parses (written by a newer meta169?).
-    #[error("stored record of {uuid} is unreadable: {reason}")]
-    Corrupt { uuid: String, reason: String },
-}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Backend(e.to_string())
-    }
-}
-
 /// The operations the API, the admin side and the command line need.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Create or replace a record and its ports, durably. Returns the new revision.
     async fn put_instance(&self, instance: &Instance) -> Result<i64, StoreError>;
+    /// Create or replace many records in one transaction (imports): all
+    /// are written or none.
+    async fn put_instances(&self, instances: &[Instance]) -> Result<(), StoreError>;
     /// Load a record.
     async fn get_instance(&self, uuid: &str) -> Result<Option<StoredInstance>, StoreError>;
     /// Delete a record and its ports; `false` when there was none.
@@ -103,26 +82,23 @@ pub trait Store: Send + Sync + 'static {
     async fn set_password_once(&self, uuid: &str, password: &str) -> Result<(), StoreError>;
     /// Clear the password (administrator side); `false` when no such instance.
     async fn clear_password(&self, uuid: &str) -> Result<bool, StoreError>;
-    /// Is the store there and answering? (Readiness.)
+    /// Is the store there and answering?
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Follow changes made by any process, this one included. The watcher
+    /// behind the feed starts with the first subscriber.
+    fn changes(&self) -> ChangeFeed;
 }
 
-/// Open a store from its URL: `sqlite:///abs/path.db`, `sqlite://rel.db`,
-/// `sqlite::memory:`, or a plain file path.
-pub fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
-    if url == "sqlite::memory:" {
-        return Ok(Arc::new(SqliteStore::open_in_memory()?));
-    }
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        return Ok(Arc::new(SqliteStore::open(path)?));
-    }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(StoreError::Backend(
-            "the PostgreSQL backend is not available in this build yet; use sqlite:///path".into(),
-        ));
-    }
-    if url.contains("://") {
-        return Err(StoreError::UnsupportedUrl(url.to_string()));
-    }
-    Ok(Arc::new(SqliteStore::open(url)?))
+/// Open a store from its URL (see [`StoreUrl`]): connect, and bring the
+/// schema up to date.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match StoreUrl::parse(url)? {
+        StoreUrl::SqliteMemory => Arc::new(SqliteStore::open_in_memory()?),
+        StoreUrl::SqliteFile(path) => Arc::new(
+            tokio::task::spawn_blocking(move || SqliteStore::open(path))
+                .await
+                .map_err(|e| StoreError::Backend(format!("opening the store failed: {e}")))??,
+        ),
+        StoreUrl::Postgres(pg) => Arc::new(PostgresStore::connect(*pg).await?),
+    })
 }

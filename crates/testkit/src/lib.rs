@@ -4,6 +4,7 @@
 //! or name this helper created — never by a name search.
 
 pub mod ovn;
+pub mod postgres;
 pub mod sb;
 
 use std::io::{BufRead, BufReader, Read};

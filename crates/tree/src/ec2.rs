@@ -7,7 +7,7 @@ use crate::versions::ec2;
 use bytes::Bytes;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 /// A value in the EC2 dictionary, before it is printed.
@@ -58,7 +58,9 @@ impl Ec2Node {
     }
 }
 
-pub(crate) fn flatten(prefix: &str, node: &Ec2Node, out: &mut HashMap<Box<str>, Entry>) {
+/// The entries of a version's dictionary, keyed by path below the version
+/// (`""` for the top listing).
+pub(crate) fn flatten(prefix: &str, node: &Ec2Node, out: &mut Vec<(String, Entry)>) {
     let entry = match node {
         Ec2Node::Dir { children, .. } => {
             let lines: Vec<String> = children
@@ -73,7 +75,12 @@ pub(crate) fn flatten(prefix: &str, node: &Ec2Node, out: &mut HashMap<Box<str>, 
                 })
                 .collect();
             for (key, child) in children {
-                flatten(&format!("{prefix}/{key}"), child, out);
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}/{key}")
+                };
+                flatten(&path, child, out);
             }
             Entry::text(lines.join("\n"))
         }
@@ -85,7 +92,7 @@ pub(crate) fn flatten(prefix: &str, node: &Ec2Node, out: &mut HashMap<Box<str>, 
             content_type: ContentType::Text,
         },
     };
-    out.insert(prefix.into(), entry);
+    out.push((prefix.to_string(), entry));
 }
 
 fn uuid_digest(instance: &Instance) -> [u8; 32] {
@@ -263,10 +270,7 @@ pub fn ec2_tree(instance: &Instance, options: &RenderOptions, version: usize) ->
     let mut top = BTreeMap::new();
     top.insert("meta-data".to_string(), Ec2Node::dir(md));
     if let Some(data) = &instance.user_data {
-        top.insert(
-            "user-data".to_string(),
-            Ec2Node::Text(Bytes::from(data.clone())),
-        );
+        top.insert("user-data".to_string(), Ec2Node::Text(data.clone()));
     }
     Ec2Node::dir(top)
 }

@@ -7,6 +7,7 @@ pub mod ec2;
 mod json;
 pub mod model;
 pub mod openstack;
+mod packed;
 pub mod path;
 pub mod tree;
 pub mod versions;

@@ -3,6 +3,7 @@
 //! Nova has the field, so a record reads like the document it produces.
 
 use base64::Engine as _;
+use bytes::Bytes;
 use indexmap::IndexMap;
 use meta169_http::mac::parse_mac;
 use serde::{Deserialize, Serialize};
@@ -44,9 +45,10 @@ pub struct Instance {
     /// Host CPUs pinned to the instance (`dedicated_cpus`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dedicated_cpus: Vec<u32>,
-    /// User data, base64 in JSON, raw bytes in memory.
+    /// User data, base64 in JSON, raw bytes in memory (shared, not copied,
+    /// by the trees that serve it).
     #[serde(default, with = "base64_opt", skip_serializing_if = "Option::is_none")]
-    pub user_data: Option<Vec<u8>>,
+    pub user_data: Option<Bytes>,
     /// The instance's ports: how a request is tied to it by address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<Port>,
@@ -213,9 +215,10 @@ fn check_id(field: &'static str, value: &str) -> Result<(), InvalidInstance> {
 
 mod base64_opt {
     use base64::Engine as _;
+    use bytes::Bytes;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(value: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(value: &Option<Bytes>, s: S) -> Result<S::Ok, S::Error> {
         match value {
             Some(bytes) => {
                 s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
@@ -224,13 +227,13 @@ mod base64_opt {
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Bytes>, D::Error> {
         let text: Option<String> = Option::deserialize(d)?;
         match text {
             None => Ok(None),
             Some(text) => base64::engine::general_purpose::STANDARD
                 .decode(text.trim())
-                .map(Some)
+                .map(|bytes| Some(Bytes::from(bytes)))
                 .map_err(|e| {
                     serde::de::Error::custom(format!("user_data is not valid base64: {e}"))
                 }),
@@ -275,7 +278,7 @@ mod tests {
             Err(InvalidInstance::BadId { .. })
         ));
         instance.uuid = "u1".into();
-        instance.user_data = Some(vec![0; MAX_USER_DATA_BYTES + 1]);
+        instance.user_data = Some(vec![0; MAX_USER_DATA_BYTES + 1].into());
         assert_eq!(
             instance.validate(),
             Err(InvalidInstance::UserDataTooLarge(MAX_USER_DATA_BYTES + 1))

@@ -5,10 +5,9 @@
 use crate::json::{to_python_json, write_string, write_value};
 use crate::model::{DeviceKind, Instance, KNOWN_BUSES};
 use crate::tree::{full_hostname, Body, ContentType, Entry, RenderOptions};
-use crate::versions::{self, os, OPENSTACK_VERSIONS};
+use crate::versions::{self, os};
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 fn devices_json(instance: &Instance, version: usize) -> Vec<Value> {
@@ -244,15 +243,15 @@ pub fn vendor_static_json(options: &RenderOptions) -> Option<String> {
     options.vendor_static.as_ref().map(|v| to_python_json(v))
 }
 
+/// A version's files, keyed by name (`""` for the version's listing).
 pub(crate) fn openstack_entries(
     instance: &Instance,
     options: &RenderOptions,
     version: usize,
-    out: &mut HashMap<Box<str>, Entry>,
-) {
-    let name = OPENSTACK_VERSIONS[version];
+) -> Vec<(String, Entry)> {
+    let mut out = Vec::with_capacity(8);
     let mut put = |file: &str, entry: Entry| {
-        out.insert(format!("openstack/{name}/{file}").into(), entry);
+        out.push((file.to_string(), entry));
     };
     let mut listing = vec!["meta_data.json"];
     put(
@@ -307,8 +306,6 @@ pub(crate) fn openstack_entries(
             },
         );
     }
-    out.insert(
-        format!("openstack/{name}").into(),
-        Entry::text(listing.join("\n")),
-    );
+    out.push((String::new(), Entry::text(listing.join("\n"))));
+    out
 }

@@ -1,17 +1,17 @@
-//! The rendered tree of one instance: what a path holds ([`Entry`],
-//! [`Body`], [`ContentType`]) and the [`Tree`] of every EC2 and OpenStack
-//! path of every version, rendered once per record change so serving is a
-//! map lookup. The EC2 side is [`crate::ec2`], the OpenStack side
+//! The tree of one instance: what a path holds ([`Entry`], [`Body`],
+//! [`ContentType`]) and the [`Tree`] of every EC2 and OpenStack path of
+//! every version, each version rendered once on first use so serving is a
+//! lookup. The EC2 side is [`crate::ec2`], the OpenStack side
 //! [`crate::openstack`].
 
 use crate::ec2::{ec2_tree, flatten};
 use crate::model::Instance;
 use crate::openstack::openstack_entries;
-use crate::versions::{self, ec2, os, EC2_VERSIONS, OPENSTACK_VERSIONS};
+use crate::packed::Packed;
+use crate::versions::{self, EC2_VERSIONS, OPENSTACK_VERSIONS};
 use bytes::Bytes;
 use serde_json::{json, Value};
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Site-wide settings that shape every tree.
 #[derive(Clone, Debug)]
@@ -82,59 +82,107 @@ impl Entry {
     }
 }
 
-/// The rendered tree of one instance: immutable, shared behind an `Arc`.
+/// The tree of one instance. Versions are rendered when first asked for
+/// and kept packed ([`Packed`]): a guest reads one or two of the nineteen,
+/// so a cache of many instances holds only those.
 #[derive(Debug)]
 pub struct Tree {
-    entries: HashMap<Box<str>, Entry>,
+    instance: Arc<Instance>,
+    options: Arc<RenderOptions>,
+    ec2: [OnceLock<Packed>; EC2_VERSIONS.len()],
+    openstack: [OnceLock<Packed>; OPENSTACK_VERSIONS.len()],
 }
 
 impl Tree {
-    /// Render every path of every version for `instance`.
+    /// A tree that renders each version on first use.
+    pub fn new(instance: Arc<Instance>, options: Arc<RenderOptions>) -> Tree {
+        Tree {
+            instance,
+            options,
+            ec2: std::array::from_fn(|_| OnceLock::new()),
+            openstack: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    /// Every version rendered now (tools and tests).
     pub fn render(instance: &Instance, options: &RenderOptions) -> Tree {
-        let mut entries = HashMap::new();
-        for version in EC2_VERSIONS {
-            let top = ec2_tree(instance, options, ec2(version));
-            flatten(&format!("ec2/{version}"), &top, &mut entries);
+        let tree = Tree::new(Arc::new(instance.clone()), Arc::new(options.clone()));
+        for index in 0..EC2_VERSIONS.len() {
+            tree.ec2_version(index);
         }
-        for version in OPENSTACK_VERSIONS {
-            openstack_entries(instance, options, os(version), &mut entries);
+        for index in 0..OPENSTACK_VERSIONS.len() {
+            tree.openstack_version(index);
         }
-        Tree { entries }
+        tree
+    }
+
+    /// The record the tree is rendered from.
+    pub fn instance(&self) -> &Arc<Instance> {
+        &self.instance
+    }
+
+    fn ec2_version(&self, index: usize) -> &Packed {
+        self.ec2[index].get_or_init(|| {
+            let top = ec2_tree(&self.instance, &self.options, index);
+            let mut entries = Vec::with_capacity(48);
+            flatten("", &top, &mut entries);
+            Packed::new(entries)
+        })
+    }
+
+    fn openstack_version(&self, index: usize) -> &Packed {
+        self.openstack[index]
+            .get_or_init(|| Packed::new(openstack_entries(&self.instance, &self.options, index)))
     }
 
     /// Look up normalised segments (`["ec2", "latest", "meta-data"]`);
     /// `latest` resolves to the newest version of its tree.
-    pub fn lookup(&self, segments: &[String]) -> Option<&Entry> {
+    pub fn lookup(&self, segments: &[String]) -> Option<Entry> {
         let (root, version) = (segments.first()?, segments.get(1)?);
-        let canonical = match root.as_str() {
-            "ec2" => EC2_VERSIONS[versions::ec2_index(version)?],
-            "openstack" if version == "content" => "content",
-            "openstack" => OPENSTACK_VERSIONS[versions::openstack_index(version)?],
+        let packed = match root.as_str() {
+            "ec2" => self.ec2_version(versions::ec2_index(version)?),
+            "openstack" => self.openstack_version(versions::openstack_index(version)?),
             _ => return None,
         };
-        let mut key = String::with_capacity(64);
-        key.push_str(root);
-        key.push('/');
-        key.push_str(canonical);
-        for segment in &segments[2..] {
-            key.push('/');
-            key.push_str(segment);
+        match &segments[2..] {
+            [] => packed.get(""),
+            [one] => packed.get(one),
+            more => packed.get(&more.join("/")),
         }
-        self.entries.get(key.as_str())
     }
 
-    /// Every path in the tree, for tests and tools (unordered).
-    pub fn paths(&self) -> impl Iterator<Item = &str> {
-        self.entries.keys().map(|k| &**k)
+    /// Every path in the tree, each version rendered (tools and tests).
+    pub fn paths(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (index, version) in EC2_VERSIONS.iter().enumerate() {
+            for key in self.ec2_version(index).keys() {
+                out.push(join("ec2", version, key));
+            }
+        }
+        for (index, version) in OPENSTACK_VERSIONS.iter().enumerate() {
+            for key in self.openstack_version(index).keys() {
+                out.push(join("openstack", version, key));
+            }
+        }
+        out
     }
 
-    /// Number of entries.
-    pub fn len(&self) -> usize {
-        self.entries.len()
+    /// Heap bytes of the versions rendered so far.
+    pub fn rendered_bytes(&self) -> usize {
+        self.ec2
+            .iter()
+            .chain(self.openstack.iter())
+            .filter_map(OnceLock::get)
+            .map(Packed::heap_bytes)
+            .sum()
     }
+}
 
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+fn join(root: &str, version: &str, key: &str) -> String {
+    if key.is_empty() {
+        format!("{root}/{version}")
+    } else {
+        format!("{root}/{version}/{key}")
     }
 }
 

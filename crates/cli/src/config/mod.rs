@@ -39,6 +39,14 @@ pub fn load(path: Option<&Path>) -> Result<ConfigFile> {
     toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))
 }
 
+/// Open the store at `url` for a command; the message names the store
+/// without its password.
+pub async fn open_store(url: &str) -> Result<std::sync::Arc<dyn meta169_store::Store>> {
+    meta169_store::open(url)
+        .await
+        .with_context(|| format!("cannot open store {}", meta169_store::redact(url)))
+}
+
 /// Read a secret file: its content without the trailing newline.
 pub fn read_secret(path: &Path, what: &str) -> Result<String> {
     let text = std::fs::read_to_string(path)

@@ -3,6 +3,8 @@
 use super::read_secret;
 use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
+use meta169_api::cache::{CacheLimits, DEFAULT_MAX_BYTES, DEFAULT_MAX_INSTANCES};
+use meta169_api::settings::{DEFAULT_CACHE_TTL, DEFAULT_MAX_STALENESS};
 use meta169_api::{ApiSettings, DynamicTarget, IdentitySettings, ServerLimits};
 use meta169_tree::RenderOptions;
 use serde::Deserialize;
@@ -14,6 +16,7 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8775";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8776";
 /// Metrics, health and readiness, for the machine's own monitoring.
 pub const DEFAULT_OPS_LISTEN: &str = "127.0.0.1:8777";
+const MIB: usize = 1 << 20;
 pub const DEFAULT_STORE: &str = "sqlite:///var/lib/meta169/meta169.db";
 
 #[derive(Debug, Deserialize)]
@@ -27,6 +30,9 @@ pub struct ServeSection {
     pub store: String,
     pub dhcp_domain: String,
     pub cache_seconds: u64,
+    pub cache_max_instances: usize,
+    pub cache_max_mib: usize,
+    pub max_staleness_seconds: u64,
     pub identity: IdentitySection,
     pub admin: AdminSection,
     pub vendordata: VendordataSection,
@@ -41,7 +47,10 @@ impl Default for ServeSection {
             access_log: "errors".into(),
             store: DEFAULT_STORE.into(),
             dhcp_domain: "novalocal".into(),
-            cache_seconds: 15,
+            cache_seconds: DEFAULT_CACHE_TTL.as_secs(),
+            cache_max_instances: DEFAULT_MAX_INSTANCES,
+            cache_max_mib: DEFAULT_MAX_BYTES / MIB,
+            max_staleness_seconds: DEFAULT_MAX_STALENESS.as_secs(),
             identity: IdentitySection::default(),
             admin: AdminSection::default(),
             vendordata: VendordataSection::default(),
@@ -149,6 +158,12 @@ impl ServeSection {
         if !(id.signed || id.by_address || id.by_source) {
             bail!("[serve.identity] enables no way to identify callers: set signed, by_address or by_source to true");
         }
+        if self.cache_max_instances == 0 || self.cache_max_mib == 0 {
+            bail!("[serve] cache_max_instances and cache_max_mib must be at least 1; to turn caching off set cache_seconds = 0");
+        }
+        if self.max_staleness_seconds == 0 {
+            bail!("[serve] max_staleness_seconds must be at least 1 (the store's change feed is confirmed about once a second)");
+        }
         let shared_secret = match &id.shared_secret_file {
             Some(path) => read_secret(path, "the shared secret")?.into_bytes(),
             None => Vec::new(),
@@ -192,7 +207,12 @@ impl ServeSection {
                 dhcp_domain: self.dhcp_domain.clone(),
                 vendor_static,
             },
-            cache_ttl: Duration::from_secs(self.cache_seconds),
+            cache: CacheLimits {
+                ttl: Duration::from_secs(self.cache_seconds),
+                max_instances: self.cache_max_instances,
+                max_bytes: self.cache_max_mib.saturating_mul(MIB),
+            },
+            max_staleness: Duration::from_secs(self.max_staleness_seconds),
             dynamic_targets,
             // Nova's floor for the connect timeout is 3 s; we accept less for tests.
             dynamic_connect_timeout: Duration::from_millis(

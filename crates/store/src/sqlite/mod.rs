@@ -1,7 +1,12 @@
 //! The embedded SQLite backend: one file, WAL journal, `synchronous=FULL`
-//! so a write that returned survives a crash or power loss. Schema changes
-//! are numbered migrations applied in order and recorded in `user_version`.
+//! so a write that returned survives a crash or power loss. The schema's
+//! version is kept in `user_version`. Other processes' writes (`meta169
+//! instance` beside `serve`) are found by [`watch`] in the change log.
 
+mod watch;
+
+use crate::changes::{ChangeFeed, ChangeHub};
+use crate::schema::{too_new, MIGRATIONS};
 use crate::{InstanceSummary, Store, StoreError, StoredInstance, MAX_PASSWORD_LEN};
 use async_trait::async_trait;
 use meta169_http::mac::{format_mac, parse_mac};
@@ -12,30 +17,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Migrations, oldest first; index + 1 is the schema version they produce.
-const MIGRATIONS: &[&str] = &[
-    // 1: records and ports.
-    "CREATE TABLE instances (
-        uuid TEXT PRIMARY KEY,
-        record TEXT NOT NULL,
-        password TEXT NOT NULL DEFAULT '',
-        revision INTEGER NOT NULL
-     );
-     CREATE TABLE ports (
-        instance_uuid TEXT NOT NULL REFERENCES instances(uuid) ON DELETE CASCADE,
-        network_id TEXT NOT NULL,
-        mac TEXT NOT NULL,
-        ip TEXT
-     );
-     CREATE UNIQUE INDEX ports_network_ip ON ports(network_id, ip) WHERE ip IS NOT NULL;
-     CREATE INDEX ports_ip ON ports(ip);
-     CREATE INDEX ports_network_mac ON ports(network_id, mac);
-     CREATE INDEX ports_instance ON ports(instance_uuid);",
-];
-
 /// How long a writer waits for another process (e.g. `meta169 instance add`
 /// while `serve` runs) to release the database.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Change-log entries kept; older ones are pruned by writers. A reader
+/// that fell further behind than this starts over.
+pub const CHANGE_LOG_KEEP: i64 = 10_000;
 
 /// SQLite-backed [`Store`].
 #[derive(Clone)]
@@ -43,6 +31,7 @@ pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     /// The database file (`None` in memory).
     path: Option<Arc<std::path::PathBuf>>,
+    hub: Arc<ChangeHub>,
 }
 
 impl SqliteStore {
@@ -79,6 +68,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             path: None,
+            hub: Arc::new(ChangeHub::new()),
         })
     }
 
@@ -112,20 +102,76 @@ impl SqliteStore {
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let known = MIGRATIONS.len() as i64;
-    if current > known {
-        return Err(StoreError::Backend(format!(
-            "database schema version {current} is newer than this meta169 knows ({known}); upgrade meta169"
-        )));
+    if current > MIGRATIONS.len() as i64 {
+        return Err(too_new(current));
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute_batch(sql)?;
+        tx.execute_batch(migration.sqlite)?;
         tx.pragma_update(None, "user_version", index as i64 + 1)?;
         tx.commit()?;
-        tracing::info!(version = index + 1, "store schema migrated");
+        tracing::info!(
+            version = index + 1,
+            step = migration.what,
+            "store schema migrated"
+        );
     }
     Ok(())
+}
+
+/// Keep the change log short; run inside every writing transaction.
+fn prune_change_log(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    tx.prepare_cached("DELETE FROM changes WHERE seq <= (SELECT max(seq) FROM changes) - ?1")?
+        .execute([CHANGE_LOG_KEEP])?;
+    Ok(())
+}
+
+/// Write one record and its ports inside `tx`; the new revision.
+fn write_instance(tx: &rusqlite::Transaction<'_>, instance: &Instance) -> Result<i64, StoreError> {
+    instance.validate()?;
+    let record = serde_json::to_string(instance)
+        .map_err(|e| StoreError::Backend(format!("cannot encode record: {e}")))?;
+    let revision: i64 = tx
+        .prepare_cached(
+            "INSERT INTO instances (uuid, record, revision) VALUES (?1, ?2, 1)
+             ON CONFLICT(uuid) DO UPDATE SET record = excluded.record, revision = revision + 1
+             RETURNING revision",
+        )?
+        .query_row(params![instance.uuid, record], |r| r.get(0))?;
+    tx.prepare_cached("DELETE FROM ports WHERE instance_uuid = ?1")?
+        .execute([&instance.uuid])?;
+    for port in &instance.ports {
+        let mac = parse_mac(&port.mac)
+            .map(|m| format_mac(&m))
+            .unwrap_or_default();
+        if port.ips.is_empty() {
+            tx.prepare_cached(
+                "INSERT INTO ports (instance_uuid, network_id, mac, ip) VALUES (?1, ?2, ?3, NULL)",
+            )?
+            .execute(params![instance.uuid, port.network_id, mac])?;
+        }
+        for ip in &port.ips {
+            let ip = ip.to_string();
+            let owner: Option<String> = tx
+                .prepare_cached(
+                    "SELECT instance_uuid FROM ports WHERE network_id = ?1 AND ip = ?2",
+                )?
+                .query_row(params![port.network_id, ip], |r| r.get(0))
+                .optional()?;
+            if let Some(owner) = owner {
+                return Err(StoreError::AddressTaken {
+                    network_id: port.network_id.clone(),
+                    ip,
+                    owner,
+                });
+            }
+            tx.prepare_cached(
+                "INSERT INTO ports (instance_uuid, network_id, mac, ip) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![instance.uuid, port.network_id, mac, ip])?;
+        }
+    }
+    Ok(revision)
 }
 
 fn parse_record(uuid: &str, text: &str) -> Result<Instance, StoreError> {
@@ -169,57 +215,29 @@ impl Store for SqliteStore {
     async fn put_instance(&self, instance: &Instance) -> Result<i64, StoreError> {
         instance.validate()?;
         let instance = instance.clone();
-        let record = serde_json::to_string(&instance)
-            .map_err(|e| StoreError::Backend(format!("cannot encode record: {e}")))?;
         self.with_conn(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let revision: i64 = tx
-                .query_row(
-                    "SELECT revision FROM instances WHERE uuid = ?1",
-                    [&instance.uuid],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .unwrap_or(0)
-                + 1;
-            tx.execute(
-                "INSERT INTO instances (uuid, record, revision) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(uuid) DO UPDATE SET record = excluded.record, revision = excluded.revision",
-                params![instance.uuid, record, revision],
-            )?;
-            tx.execute("DELETE FROM ports WHERE instance_uuid = ?1", [&instance.uuid])?;
-            for port in &instance.ports {
-                let mac = parse_mac(&port.mac).map(|m| format_mac(&m)).unwrap_or_default();
-                if port.ips.is_empty() {
-                    tx.execute(
-                        "INSERT INTO ports (instance_uuid, network_id, mac, ip) VALUES (?1, ?2, ?3, NULL)",
-                        params![instance.uuid, port.network_id, mac],
-                    )?;
-                }
-                for ip in &port.ips {
-                    let ip = ip.to_string();
-                    let owner: Option<String> = tx
-                        .query_row(
-                            "SELECT instance_uuid FROM ports WHERE network_id = ?1 AND ip = ?2",
-                            params![port.network_id, ip],
-                            |r| r.get(0),
-                        )
-                        .optional()?;
-                    if let Some(owner) = owner {
-                        return Err(StoreError::AddressTaken {
-                            network_id: port.network_id.clone(),
-                            ip,
-                            owner,
-                        });
-                    }
-                    tx.execute(
-                        "INSERT INTO ports (instance_uuid, network_id, mac, ip) VALUES (?1, ?2, ?3, ?4)",
-                        params![instance.uuid, port.network_id, mac, ip],
-                    )?;
-                }
-            }
+            let revision = write_instance(&tx, &instance)?;
+            prune_change_log(&tx)?;
             tx.commit()?;
             Ok(revision)
+        })
+        .await
+    }
+
+    async fn put_instances(&self, instances: &[Instance]) -> Result<(), StoreError> {
+        for instance in instances {
+            instance.validate()?;
+        }
+        let instances = instances.to_vec();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for instance in &instances {
+                write_instance(&tx, instance)?;
+            }
+            prune_change_log(&tx)?;
+            tx.commit()?;
+            Ok(())
         })
         .await
     }
@@ -236,6 +254,7 @@ impl Store for SqliteStore {
                     instance: parse_record(&uuid, &record)?,
                     password,
                     revision,
+                    record_bytes: record.len(),
                 })
             })
             .transpose()
@@ -249,6 +268,7 @@ impl Store for SqliteStore {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute("DELETE FROM ports WHERE instance_uuid = ?1", [&uuid])?;
             let n = tx.execute("DELETE FROM instances WHERE uuid = ?1", [&uuid])?;
+            prune_change_log(&tx)?;
             tx.commit()?;
             Ok(n > 0)
         })
@@ -359,6 +379,7 @@ impl Store for SqliteStore {
                 "UPDATE instances SET password = ?2, revision = revision + 1 WHERE uuid = ?1",
                 params![uuid, password],
             )?;
+            prune_change_log(&tx)?;
             tx.commit()?;
             Ok(())
         })
@@ -368,12 +389,24 @@ impl Store for SqliteStore {
     async fn clear_password(&self, uuid: &str) -> Result<bool, StoreError> {
         let uuid = uuid.to_string();
         self.with_conn(move |conn| {
-            let n = conn.execute(
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
                 "UPDATE instances SET password = '', revision = revision + 1 WHERE uuid = ?1",
                 [&uuid],
             )?;
+            prune_change_log(&tx)?;
+            tx.commit()?;
             Ok(n > 0)
         })
         .await
+    }
+
+    fn changes(&self) -> ChangeFeed {
+        let source = match &self.path {
+            Some(path) => watch::Source::File(path.as_ref().clone()),
+            None => watch::Source::Memory(self.conn.clone()),
+        };
+        self.hub
+            .subscribe(|announcer| watch::spawn(source, announcer))
     }
 }
