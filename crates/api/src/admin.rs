@@ -257,7 +257,7 @@ async fn clear_password(
     if !s.service.store.clear_password(&uuid).await? {
         return Err(AdminError::NoInstance(uuid));
     }
-    s.service.caches.invalidate(&uuid);
+    s.service.caches.forget_instance(&uuid);
     tracing::info!(instance = %uuid, "password cleared");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -50,14 +50,14 @@ pub async fn answer(
             let uuid = loaded.instance.uuid.clone();
             match service.store.set_password_once(&uuid, &text).await {
                 Ok(()) => {
-                    service.caches.invalidate(&uuid);
+                    service.caches.forget_instance(&uuid);
                     tracing::info!(instance = %uuid, "password stored");
                     let mut response = plain(ContentType::Text, Bytes::new());
                     *response.status_mut() = StatusCode::OK;
                     Ok(response)
                 }
                 Err(StoreError::PasswordAlreadySet(_)) => {
-                    service.caches.invalidate(&uuid);
+                    service.caches.forget_instance(&uuid);
                     Err(ApiError::PasswordConflict)
                 }
                 Err(StoreError::PasswordTooLong(_)) => Err(too_large()),

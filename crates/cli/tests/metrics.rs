@@ -4,34 +4,10 @@
 mod common;
 
 use common::node::Node;
-use common::{start_serve, BIN};
+use common::{get, start_serve, BIN};
 use meta169_testkit::{free_port, read_log, sample, scrape, temp_dir, wait_until, Process};
 use std::process::Command;
 use std::time::Duration;
-
-/// A GET with the standard library: (status, body); (0, ...) without an answer.
-fn get(url: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (authority, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
-    let Ok(mut stream) = std::net::TcpStream::connect(authority) else {
-        return (0, "refused".into());
-    };
-    let _ = write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
-    );
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
-    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
 
 #[test]
 fn serve_counts_known_traffic_and_readyz_follows_the_store() {

@@ -91,10 +91,7 @@ pub fn drive_files(input: &DriveInput<'_>) -> Result<Vec<(String, Bytes)>, Confi
             Bytes::from(to_python_json(&json["meta-data"])),
         ));
         if let Some(data) = &instance.user_data {
-            out.push((
-                format!("ec2/{version}/user-data"),
-                data.clone(),
-            ));
+            out.push((format!("ec2/{version}/user-data"), data.clone()));
         }
     }
 

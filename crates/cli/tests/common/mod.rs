@@ -101,3 +101,40 @@ pub fn serve_on_loopback(name: &str, dir: &Path, config: &str, store: &str) -> (
     ];
     (start_serve(name, &args, None, dir), listen)
 }
+
+/// One HTTP/1.1 request over a fresh connection: (status, body); status 0
+/// when nothing answers.
+pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
+    let Ok(mut stream) = std::net::TcpStream::connect(authority) else {
+        return (0, "refused".into());
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(body);
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// `GET url`: (status, body).
+pub fn get(url: &str) -> (u16, String) {
+    http("GET", url, &[], b"")
+}
