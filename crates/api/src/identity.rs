@@ -4,8 +4,8 @@
 
 use crate::error::ApiError;
 use crate::settings::IdentitySettings;
-use crate::signing::signature_matches;
-use http::{HeaderMap, HeaderName};
+use crate::signing::SignatureMemo;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use meta169_http::address::{canonical_ip, forwarded_for as forwarded_address};
 use meta169_http::headers::{
     display_name, INSTANCE_ID, NEUTRON_NETWORK_ID, OVN_NETWORK_ID, SIGNATURE, TENANT_ID,
@@ -15,39 +15,101 @@ use std::net::IpAddr;
 /// Longest piece of a caller's instance id quoted in a log line.
 const MAX_LOGGED_ID_CHARS: usize = 64;
 
-/// How the caller was identified.
+/// How the caller was identified (borrowing from the request's headers).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Identity {
+pub enum Identity<'a> {
     /// Signed headers from a trusted proxy: the instance and its project.
     Signed {
-        instance_id: String,
-        project_id: String,
+        instance_id: &'a str,
+        project_id: &'a str,
     },
     /// A network id and the guest's address from a trusted proxy.
-    ByAddress { network_id: String, address: IpAddr },
+    ByAddress {
+        network_id: &'a str,
+        address: IpAddr,
+    },
     /// The TCP peer itself.
     BySource { address: IpAddr },
 }
 
 /// An identified caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Caller {
-    pub identity: Identity,
-    /// The guest's address as best known: Nova's fallback `local-ipv4`.
-    pub requester: IpAddr,
+pub struct Caller<'a> {
+    pub identity: Identity<'a>,
+    /// The TCP peer (canonical).
+    pub peer: IpAddr,
+}
+
+impl Caller<'_> {
+    /// The guest's address as best known, Nova's fallback `local-ipv4`:
+    /// for signed requests the proxy's `X-Forwarded-For` (read only when a
+    /// path needs it), else the address the caller was identified by.
+    pub fn requester(&self, headers: &HeaderMap) -> IpAddr {
+        match self.identity {
+            Identity::Signed { .. } => signed_requester(headers, self.peer),
+            Identity::ByAddress { address, .. } | Identity::BySource { address } => address,
+        }
+    }
+}
+
+/// The requester of a signed request: `X-Forwarded-For`, else the peer.
+pub fn signed_requester(headers: &HeaderMap, peer: IpAddr) -> IpAddr {
+    forwarded_for(headers).ok().flatten().unwrap_or(peer)
 }
 
 fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, ApiError> {
-    let mut values = headers.get_all(name).iter();
-    let Some(first) = values.next() else {
-        return Ok(None);
-    };
-    if values.next().is_some() {
-        return Err(ApiError::DuplicateHeader(display_name(name).to_string()));
+    let mut found = Found::Absent;
+    for value in headers.get_all(name).iter().take(2) {
+        found.add(value);
     }
-    first.to_str().map(|s| Some(s.trim())).map_err(|_| {
-        ApiError::BadHeader(format!("{} header is not valid text.", display_name(name)))
-    })
+    found.text(name)
+}
+
+/// A header as found in one pass: absent, once, or more than once.
+#[derive(Clone, Copy)]
+enum Found<'a> {
+    Absent,
+    Once(&'a HeaderValue),
+    Repeated,
+}
+
+impl<'a> Found<'a> {
+    fn add(&mut self, value: &'a HeaderValue) {
+        *self = match self {
+            Found::Absent => Found::Once(value),
+            _ => Found::Repeated,
+        };
+    }
+
+    /// The value as text, or why it cannot be used.
+    fn text(self, name: &HeaderName) -> Result<Option<&'a str>, ApiError> {
+        match self {
+            Found::Absent => Ok(None),
+            Found::Repeated => Err(ApiError::DuplicateHeader(display_name(name).to_string())),
+            Found::Once(value) => value.to_str().map(|s| Some(s.trim())).map_err(|_| {
+                ApiError::BadHeader(format!("{} header is not valid text.", display_name(name)))
+            }),
+        }
+    }
+}
+
+/// The three signed-mode headers, found in one pass over the request's
+/// headers (three lookups by name cost more on every request).
+fn signed_headers(headers: &HeaderMap) -> [Found<'_>; 3] {
+    let mut found = [Found::Absent; 3];
+    for (name, value) in headers {
+        let slot = if name == INSTANCE_ID {
+            0
+        } else if name == SIGNATURE {
+            1
+        } else if name == TENANT_ID {
+            2
+        } else {
+            continue;
+        };
+        found[slot].add(value);
+    }
+    found
 }
 
 /// The guest address the nearest proxy reports.
@@ -59,16 +121,18 @@ fn truncate(s: &str) -> String {
     s.chars().take(MAX_LOGGED_ID_CHARS).collect()
 }
 
-/// Identify a request from its headers and its TCP peer.
-pub fn identify(
-    headers: &HeaderMap,
+/// Identify a request from its headers and its TCP peer; signatures are
+/// checked with `signatures` (made with the settings' shared secret).
+pub fn identify<'a>(
+    headers: &'a HeaderMap,
     peer: IpAddr,
     settings: &IdentitySettings,
-) -> Result<Caller, ApiError> {
+    signatures: &SignatureMemo,
+) -> Result<Caller<'a>, ApiError> {
     let peer = canonical_ip(peer);
     let by_source = || Caller {
         identity: Identity::BySource { address: peer },
-        requester: peer,
+        peer,
     };
     if !settings.is_trusted(peer) {
         if settings.by_source {
@@ -80,19 +144,26 @@ pub fn identify(
         )));
     }
 
-    if settings.signed
-        && [INSTANCE_ID, SIGNATURE, TENANT_ID]
-            .iter()
-            .any(|h| headers.contains_key(h))
+    // Signed mode answers when any of its three headers is there.
+    let [instance_id, signature, project_id] = match settings.signed {
+        true => signed_headers(headers),
+        false => [Found::Absent; 3],
+    };
+    if [instance_id, signature, project_id]
+        .iter()
+        .any(|f| !matches!(f, Found::Absent))
     {
         // Nova's checks, in Nova's order.
-        let instance_id =
-            single(headers, &INSTANCE_ID)?.ok_or(ApiError::MissingHeader("X-Instance-ID"))?;
-        let signature = single(headers, &SIGNATURE)?
+        let instance_id = instance_id
+            .text(&INSTANCE_ID)?
+            .ok_or(ApiError::MissingHeader("X-Instance-ID"))?;
+        let signature = signature
+            .text(&SIGNATURE)?
             .ok_or(ApiError::MissingHeader("X-Instance-ID-Signature"))?;
-        let project_id =
-            single(headers, &TENANT_ID)?.ok_or(ApiError::MissingHeader("X-Tenant-ID"))?;
-        if !signature_matches(&settings.shared_secret, instance_id, signature) {
+        let project_id = project_id
+            .text(&TENANT_ID)?
+            .ok_or(ApiError::MissingHeader("X-Tenant-ID"))?;
+        if !signatures.matches(instance_id, signature) {
             tracing::warn!(
                 proxy = %peer,
                 instance_id = %truncate(instance_id),
@@ -100,13 +171,12 @@ pub fn identify(
             );
             return Err(ApiError::BadSignature);
         }
-        let requester = forwarded_for(headers).ok().flatten().unwrap_or(peer);
         return Ok(Caller {
             identity: Identity::Signed {
-                instance_id: instance_id.to_string(),
-                project_id: project_id.to_string(),
+                instance_id,
+                project_id,
             },
-            requester,
+            peer,
         });
     }
 
@@ -127,10 +197,10 @@ pub fn identify(
                 forwarded_for(headers)?.ok_or(ApiError::MissingHeader("X-Forwarded-For"))?;
             return Ok(Caller {
                 identity: Identity::ByAddress {
-                    network_id: network_id.to_string(),
+                    network_id,
                     address,
                 },
-                requester: address,
+                peer,
             });
         }
     }
@@ -168,6 +238,19 @@ mod tests {
         }
     }
 
+    fn identify<'a>(
+        headers: &'a HeaderMap,
+        peer: IpAddr,
+        settings: &IdentitySettings,
+    ) -> Result<Caller<'a>, ApiError> {
+        super::identify(
+            headers,
+            peer,
+            settings,
+            &SignatureMemo::new(&settings.shared_secret),
+        )
+    }
+
     const LOCAL: &str = "127.0.0.1";
 
     #[test]
@@ -175,25 +258,21 @@ mod tests {
         let s = settings();
         let peer = LOCAL.parse().unwrap();
         let sig = sign_instance_id(b"s3cret", "abc");
-        let ok = identify(
-            &headers(&[
-                (INSTANCE_ID, "abc"),
-                (SIGNATURE, &sig),
-                (TENANT_ID, "p"),
-                (FORWARDED_FOR, "10.0.0.5"),
-            ]),
-            peer,
-            &s,
-        )
-        .unwrap();
+        let h1 = headers(&[
+            (INSTANCE_ID, "abc"),
+            (SIGNATURE, &sig),
+            (TENANT_ID, "p"),
+            (FORWARDED_FOR, "10.0.0.5"),
+        ]);
+        let ok = identify(&h1, peer, &s).unwrap();
         assert_eq!(
             ok.identity,
             Identity::Signed {
-                instance_id: "abc".into(),
-                project_id: "p".into()
+                instance_id: "abc",
+                project_id: "p"
             }
         );
-        assert_eq!(ok.requester, "10.0.0.5".parse::<IpAddr>().unwrap());
+        assert_eq!(ok.requester(&h1), "10.0.0.5".parse::<IpAddr>().unwrap());
         let missing = |h: HeaderMap| identify(&h, peer, &s).unwrap_err().to_string();
         assert_eq!(
             missing(headers(&[(SIGNATURE, &sig)])),
@@ -211,22 +290,16 @@ mod tests {
             missing(headers(&[])),
             "X-Instance-ID header is missing from request."
         );
-        let bad = identify(
-            &headers(&[(INSTANCE_ID, "abc"), (SIGNATURE, "00"), (TENANT_ID, "p")]),
-            peer,
-            &s,
-        );
+        let h2 = headers(&[(INSTANCE_ID, "abc"), (SIGNATURE, "00"), (TENANT_ID, "p")]);
+        let bad = identify(&h2, peer, &s);
         assert!(matches!(bad, Err(ApiError::BadSignature)));
-        let twice = identify(
-            &headers(&[
-                (INSTANCE_ID, "abc"),
-                (INSTANCE_ID, "def"),
-                (SIGNATURE, &sig),
-                (TENANT_ID, "p"),
-            ]),
-            peer,
-            &s,
-        );
+        let h3 = headers(&[
+            (INSTANCE_ID, "abc"),
+            (INSTANCE_ID, "def"),
+            (SIGNATURE, &sig),
+            (TENANT_ID, "p"),
+        ]);
+        let twice = identify(&h3, peer, &s);
         assert!(matches!(twice, Err(ApiError::DuplicateHeader(_))));
     }
 
@@ -236,17 +309,13 @@ mod tests {
         s.by_source = true;
         let sig = sign_instance_id(b"s3cret", "abc");
         let guest: IpAddr = "10.0.0.5".parse().unwrap();
-        let caller = identify(
-            &headers(&[
-                (INSTANCE_ID, "abc"),
-                (SIGNATURE, &sig),
-                (TENANT_ID, "p"),
-                (OVN_NETWORK_ID, "n"),
-            ]),
-            guest,
-            &s,
-        )
-        .unwrap();
+        let h4 = headers(&[
+            (INSTANCE_ID, "abc"),
+            (SIGNATURE, &sig),
+            (TENANT_ID, "p"),
+            (OVN_NETWORK_ID, "n"),
+        ]);
+        let caller = identify(&h4, guest, &s).unwrap();
         assert_eq!(caller.identity, Identity::BySource { address: guest });
         s.by_source = false;
         assert!(matches!(
@@ -259,48 +328,38 @@ mod tests {
     fn network_headers_need_forwarded_for() {
         let s = settings();
         let peer = LOCAL.parse().unwrap();
-        let caller = identify(
-            &headers(&[
-                (OVN_NETWORK_ID, "net1"),
-                (FORWARDED_FOR, "6.6.6.6, 10.0.0.7"),
-            ]),
-            peer,
-            &s,
-        )
-        .unwrap();
+        let h5 = headers(&[
+            (OVN_NETWORK_ID, "net1"),
+            (FORWARDED_FOR, "6.6.6.6, 10.0.0.7"),
+        ]);
+        let caller = identify(&h5, peer, &s).unwrap();
         assert_eq!(
             caller.identity,
             Identity::ByAddress {
-                network_id: "net1".into(),
+                network_id: "net1",
                 address: "10.0.0.7".parse().unwrap()
             }
         );
-        let caller = identify(
-            &headers(&[
-                (NEUTRON_NETWORK_ID, "net1"),
-                (FORWARDED_FOR, "::ffff:10.0.0.8"),
-            ]),
-            peer,
-            &s,
-        )
-        .unwrap();
+        let h6 = headers(&[
+            (NEUTRON_NETWORK_ID, "net1"),
+            (FORWARDED_FOR, "::ffff:10.0.0.8"),
+        ]);
+        let caller = identify(&h6, peer, &s).unwrap();
         assert_eq!(
             caller.identity,
             Identity::ByAddress {
-                network_id: "net1".into(),
+                network_id: "net1",
                 address: "10.0.0.8".parse().unwrap()
             }
         );
+        let h7 = headers(&[(OVN_NETWORK_ID, "net1")]);
         assert!(matches!(
-            identify(&headers(&[(OVN_NETWORK_ID, "net1")]), peer, &s),
+            identify(&h7, peer, &s),
             Err(ApiError::MissingHeader("X-Forwarded-For"))
         ));
+        let h8 = headers(&[(OVN_NETWORK_ID, "net1"), (FORWARDED_FOR, "nonsense")]);
         assert!(matches!(
-            identify(
-                &headers(&[(OVN_NETWORK_ID, "net1"), (FORWARDED_FOR, "nonsense")]),
-                peer,
-                &s
-            ),
+            identify(&h8, peer, &s),
             Err(ApiError::BadHeader(_))
         ));
     }

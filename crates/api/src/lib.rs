@@ -13,7 +13,6 @@ pub mod password;
 pub mod settings;
 pub mod vendordata;
 
-use axum::Router;
 use std::sync::Arc;
 
 pub use meta169_http::access_log::AccessLog;
@@ -34,7 +33,8 @@ pub fn metadata_listener_limits(settings: &ApiSettings, limits: ServerLimits) ->
     }
 }
 
-/// The guest-facing router: every path goes to the metadata handler.
-pub fn metadata_router(service: Arc<MetadataService>) -> Router {
-    Router::new().fallback(metadata::handle).with_state(service)
+/// The guest-facing handler (for [`server::serve_direct`]): every path
+/// goes to the metadata handler.
+pub fn metadata_handler(service: Arc<MetadataService>) -> metadata::MetadataHandler {
+    metadata::MetadataHandler(service)
 }

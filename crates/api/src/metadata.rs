@@ -4,28 +4,32 @@
 
 use crate::cache::{AddressKey, Cached, Caches, LoadedInstance};
 use crate::error::ApiError;
-use crate::identity::{identify, Caller, Identity};
+use crate::identity::{identify, signed_requester, Caller, Identity};
 use crate::metrics::{IdentityLabel, ServeMetrics, TreeLabel};
 use crate::settings::{ApiSettings, ServerLimits};
 use crate::vendordata::VendorData;
-use crate::PeerAddr;
 use axum::body::Body as AxumBody;
-use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue};
+use hyper::body::Incoming;
+use meta169_http::address::canonical_ip;
 use meta169_http::mac::{format_mac, mac_from_eui64};
+use meta169_http::signing::SignatureMemo;
+use meta169_http::PeerHandler;
 use meta169_store::{Change, Freshness, Store};
 use meta169_tree::versions::{ec2_version_listing, openstack_version_listing};
 use meta169_tree::{Body, ContentType, MetadataPath, RenderOptions, Tree};
 use rand::RngCore;
-use std::net::IpAddr;
+use std::borrow::Cow;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tracing::Instrument;
 
 /// Size of Nova's random seed, before base64.
 const RANDOM_SEED_BYTES: usize = 512;
+/// Its base64 text, padded (what Nova's `base64.b64encode` gives).
+const RANDOM_SEED_TEXT: usize = RANDOM_SEED_BYTES.div_ceil(3) * 4;
 
 /// Shared state of the metadata side.
 pub struct MetadataService {
@@ -36,6 +40,8 @@ pub struct MetadataService {
     pub vendor: VendorData,
     pub metrics: Arc<ServeMetrics>,
     render: Arc<RenderOptions>,
+    /// Expected proxy signatures, computed once per instance id.
+    signatures: SignatureMemo,
     /// Until when the store's change feed is known complete.
     freshness: Arc<Freshness>,
     /// Applies the feed to the caches; stops with the service.
@@ -63,6 +69,7 @@ impl MetadataService {
         Ok(MetadataService {
             vendor: VendorData::new(&settings)?,
             render: Arc::new(settings.render.clone()),
+            signatures: SignatureMemo::new(&settings.identity.shared_secret),
             caches,
             metrics,
             freshness,
@@ -193,44 +200,45 @@ impl MetadataService {
     }
 
     /// The instance a caller is, or Nova's 404.
-    pub async fn resolve(&self, caller: &Caller) -> Result<Arc<LoadedInstance>, ApiError> {
-        let (uuid, expected_project): (Arc<str>, _) = match &caller.identity {
+    pub async fn resolve(&self, caller: &Caller<'_>) -> Result<Arc<LoadedInstance>, ApiError> {
+        let found;
+        let (uuid, expected_project) = match caller.identity {
             Identity::Signed {
                 instance_id,
                 project_id,
-            } => (instance_id.as_str().into(), Some(project_id.as_str())),
+            } => (instance_id, Some(project_id)),
             Identity::ByAddress {
                 network_id,
                 address,
             } => {
                 let key = match address {
-                    IpAddr::V6(v6) if v6.is_unicast_link_local() => match mac_from_eui64(*v6) {
-                        Some(mac) => AddressKey::NetworkMac(network_id.clone(), mac),
+                    IpAddr::V6(v6) if v6.is_unicast_link_local() => match mac_from_eui64(v6) {
+                        Some(mac) => AddressKey::NetworkMac(network_id.to_string(), mac),
                         None => {
                             return Err(ApiError::NotFound(format!(
                                 "Instance was not found on network {network_id}: {address} is not an EUI-64 link-local address."
                             )))
                         }
                     },
-                    ip => AddressKey::NetworkIp(network_id.clone(), *ip),
+                    ip => AddressKey::NetworkIp(network_id.to_string(), ip),
                 };
-                let uuid = self.lookup_address(key).await?.ok_or_else(|| {
+                found = self.lookup_address(key).await?.ok_or_else(|| {
                     ApiError::NotFound(format!("Instance was not found on network {network_id}."))
                 })?;
-                (uuid, None)
+                (&*found, None)
             }
             Identity::BySource { address } => {
-                let uuid = self
-                    .lookup_address(AddressKey::AnyNetworkIp(*address))
+                found = self
+                    .lookup_address(AddressKey::AnyNetworkIp(address))
                     .await?
                     .ok_or_else(|| {
                         ApiError::NotFound(format!("No instance has the address {address}."))
                     })?;
-                (uuid, None)
+                (&*found, None)
             }
         };
         let loaded = self
-            .load(&uuid)
+            .load(uuid)
             .await?
             .ok_or_else(|| ApiError::NotFound("Instance was not found.".into()))?;
         if let Some(project) = expected_project {
@@ -308,15 +316,34 @@ pub fn today_utc() -> String {
     format!("{year:04}-{month:02}-{day:02}")
 }
 
-/// Percent-decode the request path; refuse what cannot be a metadata path.
-fn decode_path(raw: &str) -> Result<MetadataPath, ApiError> {
+/// Percent-decode the request path (without copying when there is
+/// nothing to decode); refuse what cannot be a metadata path.
+fn decode_path(raw: &str) -> Result<Cow<'_, str>, ApiError> {
     if raw.len() > 3 * meta169_tree::path::MAX_PATH_LEN {
         return Err(ApiError::BadRequest("The request path is too long.".into()));
     }
-    let bytes: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
-    let text = String::from_utf8(bytes)
-        .map_err(|_| ApiError::BadRequest("The request path is not valid UTF-8.".into()))?;
-    MetadataPath::parse(&text).map_err(|e| ApiError::BadRequest(format!("Bad request path: {e}.")))
+    if !raw.contains('%') {
+        return Ok(Cow::Borrowed(raw));
+    }
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| ApiError::BadRequest("The request path is not valid UTF-8.".into()))
+}
+
+fn parse_path(decoded: &str) -> Result<MetadataPath<'_>, ApiError> {
+    MetadataPath::parse(decoded)
+        .map_err(|e| ApiError::BadRequest(format!("Bad request path: {e}.")))
+}
+
+/// The metadata side as a listener's handler: every request, whatever its
+/// path, goes to [`handle`] (no router: there is nothing to route).
+#[derive(Clone)]
+pub struct MetadataHandler(pub Arc<MetadataService>);
+
+impl PeerHandler for MetadataHandler {
+    async fn handle(&self, request: http::Request<Incoming>, peer: SocketAddr) -> Response {
+        handle(&self.0, request, peer).await
+    }
 }
 
 /// The metadata handler: every path goes through here.
@@ -324,13 +351,19 @@ fn decode_path(raw: &str) -> Result<MetadataPath, ApiError> {
 /// The per-request span is at debug level: an enabled span costs more than
 /// the rest of a cached request. Error events carry path and instance
 /// themselves, so logs at info level lose nothing.
-pub async fn handle(State(service): State<Arc<MetadataService>>, request: Request) -> Response {
+pub async fn handle(
+    service: &MetadataService,
+    request: http::Request<Incoming>,
+    peer: SocketAddr,
+) -> Response {
     let started = std::time::Instant::now();
     let span = tracing::debug_span!("metadata", path = %request.uri().path(), method = %request.method(), instance = tracing::field::Empty);
-    let path = request.uri().path().to_string();
+    // The Uri is reference-counted: keeping it costs no copy of the path.
+    let uri = request.uri().clone();
     async move {
         let mut outcome = Outcome::default();
-        let (mut response, why) = match serve(&service, request, &mut outcome).await {
+        let (mut response, why) = match serve(service, &uri, request, peer.ip(), &mut outcome).await
+        {
             Ok(response) => (response, None),
             Err(error) => {
                 let why = error.to_string();
@@ -343,14 +376,15 @@ pub async fn handle(State(service): State<Arc<MetadataService>>, request: Reques
             .headers_mut()
             .insert(http::header::SERVER, meta169_http::headers::SERVER);
         let (status, took) = (response.status().as_u16(), started.elapsed());
+        let path = uri.path();
         service
             .metrics
-            .request(status, TreeLabel::of(&path), outcome.identity, took);
-        let instance = outcome.instance.as_deref().unwrap_or("-");
+            .request(status, TreeLabel::of(path), outcome.identity, took);
+        let instance = outcome.instance().unwrap_or("-");
         service
             .settings
             .access_log
-            .record(&path, status, instance, took, why.as_deref());
+            .record(path, status, instance, took, why.as_deref());
         response
     }
     .instrument(span)
@@ -359,7 +393,7 @@ pub async fn handle(State(service): State<Arc<MetadataService>>, request: Reques
 
 /// What a request turned out to be, for its metrics and access log line.
 struct Outcome {
-    instance: Option<String>,
+    instance: Option<Arc<LoadedInstance>>,
     identity: IdentityLabel,
 }
 
@@ -372,34 +406,46 @@ impl Default for Outcome {
     }
 }
 
+impl Outcome {
+    fn instance(&self) -> Option<&str> {
+        self.instance.as_ref().map(|i| i.instance.uuid.as_str())
+    }
+}
+
 async fn serve(
     service: &MetadataService,
-    request: Request,
+    uri: &http::Uri,
+    request: http::Request<Incoming>,
+    peer: IpAddr,
     outcome: &mut Outcome,
 ) -> Result<Response, ApiError> {
-    let path = decode_path(request.uri().path())?;
-    let items = match path {
-        MetadataPath::Root => return Ok(plain(ContentType::Text, ec2_version_listing())),
-        MetadataPath::Ec2Versions | MetadataPath::OpenStackVersions | MetadataPath::Item(_) => path,
+    let decoded = decode_path(uri.path())?;
+    let path = parse_path(&decoded)?;
+    if path == MetadataPath::Root {
+        return Ok(plain(ContentType::Text, ec2_version_listing()));
+    }
+    let (loaded, requester) = {
+        let caller = identify(
+            request.headers(),
+            peer,
+            &service.settings.identity,
+            &service.signatures,
+        )?;
+        outcome.identity = match caller.identity {
+            Identity::Signed { .. } => IdentityLabel::Signed,
+            Identity::ByAddress { .. } => IdentityLabel::ByAddress,
+            Identity::BySource { .. } => IdentityLabel::BySource,
+        };
+        // Read X-Forwarded-For only if the path needs it (below).
+        let requester = match caller.identity {
+            Identity::Signed { .. } => None,
+            Identity::ByAddress { address, .. } | Identity::BySource { address } => Some(address),
+        };
+        (service.resolve(&caller).await?, requester)
     };
-    let peer = request
-        .extensions()
-        .get::<PeerAddr>()
-        .map(|p| p.0.ip())
-        .ok_or_else(|| {
-            tracing::error!("request without a peer address; the listener must set PeerAddr");
-            ApiError::Internal
-        })?;
-    let caller = identify(request.headers(), peer, &service.settings.identity)?;
-    outcome.identity = match caller.identity {
-        Identity::Signed { .. } => IdentityLabel::Signed,
-        Identity::ByAddress { .. } => IdentityLabel::ByAddress,
-        Identity::BySource { .. } => IdentityLabel::BySource,
-    };
-    let loaded = service.resolve(&caller).await?;
     tracing::Span::current().record("instance", loaded.instance.uuid.as_str());
-    outcome.instance = Some(loaded.instance.uuid.clone());
-    let segments = match items {
+    outcome.instance = Some(loaded.clone());
+    let segments = match path {
         MetadataPath::Ec2Versions => return Ok(plain(ContentType::Text, ec2_version_listing())),
         MetadataPath::OpenStackVersions => {
             return Ok(plain(
@@ -419,14 +465,19 @@ async fn serve(
         Body::MetaData { before, after } => {
             let mut seed = [0u8; RANDOM_SEED_BYTES];
             rand::thread_rng().fill_bytes(&mut seed);
-            let seed = base64::engine::general_purpose::STANDARD.encode(seed);
-            let mut body = BytesMut::with_capacity(before.len() + seed.len() + after.len());
+            let mut text = [0u8; RANDOM_SEED_TEXT];
+            let text = base64_simd::STANDARD.encode(&seed, base64_simd::Out::from_slice(&mut text));
+            let mut body = BytesMut::with_capacity(before.len() + text.len() + after.len());
             body.extend_from_slice(before);
-            body.extend_from_slice(seed.as_bytes());
+            body.extend_from_slice(text);
             body.extend_from_slice(after);
             plain(entry.content_type, body.freeze())
         }
-        Body::RequesterAddress => plain(entry.content_type, caller.requester.to_string()),
+        Body::RequesterAddress => {
+            let requester = requester
+                .unwrap_or_else(|| signed_requester(request.headers(), canonical_ip(peer)));
+            plain(entry.content_type, requester.to_string())
+        }
         Body::VendorData2 => {
             let doc = loaded
                 .vendor_data2
@@ -434,7 +485,10 @@ async fn serve(
                 .await;
             plain(entry.content_type, doc.clone())
         }
-        Body::Password => return crate::password::answer(service, &loaded, request).await,
+        Body::Password => {
+            return crate::password::answer(service, &loaded, request.map(axum::body::Body::new))
+                .await
+        }
     })
 }
 
@@ -452,11 +506,15 @@ mod tests {
     #[test]
     fn paths_are_decoded_and_checked() {
         assert!(
-            matches!(decode_path("/latest/meta%2Ddata"), Ok(MetadataPath::Item(s)) if s[2] == "meta-data")
+            matches!(parse_path(&decode_path("/latest/meta%2Ddata").unwrap()), Ok(MetadataPath::Item(s)) if s[2] == "meta-data")
         );
-        assert!(decode_path("/latest/%00").is_err());
+        assert!(matches!(
+            decode_path("/latest/meta-data"),
+            Ok(Cow::Borrowed(_))
+        ));
+        assert!(parse_path(&decode_path("/latest/%00").unwrap()).is_err());
         assert!(decode_path("/latest/%ff%fe").is_err());
-        assert!(decode_path("/latest/%2e%2e/x").is_err());
+        assert!(parse_path(&decode_path("/latest/%2e%2e/x").unwrap()).is_err());
         assert!(decode_path(&"/a".repeat(3000)).is_err());
     }
 }

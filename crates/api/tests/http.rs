@@ -121,7 +121,14 @@ async fn every_openstack_path_of_two_versions() {
             assert_eq!(files, "meta_data.json\nuser_data");
         } else {
             assert_eq!(md["project_id"], i.project_id);
-            assert_eq!(md["random_seed"].as_str().unwrap().len(), 684);
+            let seed = md["random_seed"].as_str().unwrap();
+            assert_eq!(seed.len(), 684);
+            // Base64 of 512 bytes, as Nova's b64encode(os.urandom(512)).
+            use base64::Engine as _;
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(seed)
+                .unwrap();
+            assert_eq!(raw.len(), 512);
             assert_eq!(
                 files,
                 "meta_data.json\nuser_data\npassword\nvendor_data.json\nnetwork_data.json\nvendor_data2.json"

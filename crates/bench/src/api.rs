@@ -1,30 +1,134 @@
 //! `meta169-bench api`: the metadata API against a bare hyper server
-//! returning a body of the same size, in the same run.
+//! returning a body of the same size, in the same run. By default with the
+//! pinned method of perf-method.md (separate processes, `meta169 serve`
+//! as shipped, wrk, signed headers); `--in-process` is a quicker check
+//! without wrk, both servers in this process and a hyper client.
 
 use crate::measure::{bare_server, load, median, percentile, Round};
+use crate::pinned::{self, median_run, Method, Run};
+use crate::serve_process::{sample, signed_headers, start_bare, start_serve};
 use anyhow::{bail, Result};
-use bytes::Bytes;
 use clap::Args;
-use http_body_util::BodyExt;
-use hyper_util::rt::TokioIo;
-use meta169_api::{metadata_router, server, ApiSettings, MetadataService, ServerLimits};
+use meta169_api::{metadata_handler, server, ApiSettings, MetadataService, ServerLimits};
 use meta169_store::{SqliteStore, Store};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// What the pinned method asks of meta169 serve: at least this fraction of
+/// the bare server's requests per second.
+const PINNED_TARGET: f64 = 0.90;
+
 #[derive(Args)]
 pub struct ApiBenchArgs {
-    /// Requests per server, path and round.
+    /// The quick variant: both servers in this process, a hyper client.
+    #[arg(long)]
+    in_process: bool,
+    /// Pinned method: seconds per wrk run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Pinned method: measured runs per server and path (the median run counts).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Pinned method: wrk connections.
+    #[arg(long, default_value_t = 32)]
+    wrk_connections: usize,
+    /// In-process: requests per server, path and round.
     #[arg(long, default_value_t = 20_000)]
     requests: usize,
-    /// Concurrent keep-alive connections.
+    /// In-process: concurrent keep-alive connections.
     #[arg(long, default_value_t = 16)]
     connections: usize,
-    /// Rounds per server and path (alternating; the median of the
-    /// per-round ratios is reported).
+    /// In-process: rounds per server and path (alternating; the median of
+    /// the per-round ratios is reported).
     #[arg(long, default_value_t = 5)]
     rounds: usize,
+}
+
+/// The pinned method: `meta169 serve` and the bare server each on CPU 1,
+/// wrk on CPU 0, the signed headers on every request.
+async fn run_pinned(args: &ApiBenchArgs) -> Result<()> {
+    pinned::check_tools()?;
+    if args.runs == 0 || args.seconds == 0 || args.wrk_connections == 0 {
+        bail!("--runs, --seconds and --wrk-connections must be at least 1");
+    }
+    let method = Method {
+        connections: args.wrk_connections,
+        seconds: args.seconds,
+        runs: args.runs,
+        ..Method::default()
+    };
+    let dir = meta169_testkit::temp_dir();
+    let store_path = dir.path().join("bench.db");
+    let instance = meta169_tree::example_instance();
+    SqliteStore::open(&store_path)?
+        .put_instance(&instance)
+        .await?;
+    let serve = start_serve(
+        dir.path(),
+        "serve",
+        &format!("sqlite:{}", store_path.display()),
+        "",
+    )?;
+    let headers = signed_headers(&instance);
+    let script = pinned::header_script(dir.path(), "signed", &headers)?;
+    println!(
+        "meta169 bench api (pinned): servers on CPU {}, wrk -t1 -c{} on CPU {}, {} s warm-up, {} runs of {} s, median run; signed headers on every request",
+        pinned::SERVER_CPU, method.connections, pinned::LOAD_CPU, method.warmup_seconds, method.runs, method.seconds
+    );
+    println!("baseline: a bare hyper server (current-thread runtime) answering with a fixed body of the same size\n");
+    println!(
+        "{:<34} {:<8} {:>9} {:>8} {:>8} {:>8} {:>8}",
+        "path", "server", "req/s", "CPU/req", "p50", "p99", "RSS"
+    );
+    let mut worst = f64::INFINITY;
+    for path in PATHS {
+        let (body, content_type) = sample(serve.addr, path, &headers).await?;
+        let bare = start_bare(dir.path(), "bare", &body, &content_type)?;
+        let (bare_pid, serve_pid) = (bare.pid()?, serve.pid()?);
+        let (bare_url, serve_url) = (bare.url(path), serve.url(path));
+        // Warm both, then alternate runs so drift hits both alike.
+        pinned::measure(bare_pid, &bare_url, &script, Method { runs: 0, ..method })?;
+        pinned::measure(serve_pid, &serve_url, &script, Method { runs: 0, ..method })?;
+        let (mut bare_runs, mut serve_runs) = (Vec::new(), Vec::new());
+        for _ in 0..method.runs {
+            bare_runs.push(pinned::one_run(bare_pid, &bare_url, &script, method)?);
+            serve_runs.push(pinned::one_run(serve_pid, &serve_url, &script, method)?);
+        }
+        let show = |name: &str, shown: &str, run: Run, rss_kib: u64| {
+            println!(
+                "{:<34} {:<8} {:>9.0} {:>6.1}us {:>6}us {:>6}us {:>5.1}MiB",
+                shown,
+                name,
+                run.requests_per_second,
+                run.cpu_per_request.as_secs_f64() * 1e6,
+                run.p50.as_micros(),
+                run.p99.as_micros(),
+                rss_kib as f64 / 1024.0
+            );
+        };
+        let (b, m) = (median_run(&bare_runs), median_run(&serve_runs));
+        show("bare", path, b, pinned::rss_kib(bare_pid)?);
+        show("meta169", "", m, pinned::rss_kib(serve_pid)?);
+        let ratio = m.requests_per_second / b.requests_per_second;
+        worst = worst.min(ratio);
+        println!(
+            "{:<34} {:<8} {:>9.2}  (req/s meta169 / bare; CPU per request {:.2}x the bare server's; target >= {PINNED_TARGET:.2})",
+            "",
+            "ratio",
+            ratio,
+            m.cpu_per_request.as_secs_f64() / b.cpu_per_request.as_secs_f64().max(1e-9)
+        );
+        drop(bare);
+    }
+    println!(
+        "\nworst ratio: {worst:.2} ({} the {PINNED_TARGET:.2} target)",
+        if worst >= PINNED_TARGET {
+            "meets"
+        } else {
+            "below"
+        }
+    );
+    Ok(())
 }
 
 /// The OpenStack document and an EC2 leaf.
@@ -34,6 +138,9 @@ const PATHS: &[&str] = &[
 ];
 
 pub async fn run(args: ApiBenchArgs) -> Result<()> {
+    if !args.in_process {
+        return run_pinned(&args).await;
+    }
     if args.requests == 0 || args.connections == 0 || args.rounds == 0 {
         bail!("--requests, --connections and --rounds must be at least 1");
     }
@@ -61,10 +168,10 @@ pub async fn run(args: ApiBenchArgs) -> Result<()> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let meta_addr = listener.local_addr()?;
-    let router = metadata_router(service);
+    let router = metadata_handler(service);
     servers.spawn(async move {
         let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-        server::serve(
+        server::serve_direct(
             listener,
             router,
             ServerLimits::default(),
@@ -85,7 +192,7 @@ pub async fn run(args: ApiBenchArgs) -> Result<()> {
     let mut ratios = Vec::new();
     for path in PATHS {
         // The bare server returns exactly what meta169 returns for this path.
-        let sample = load_sample(meta_addr, path).await?;
+        let sample = sample(meta_addr, path, &[]).await?;
         let bare_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         bare_listener.set_nonblocking(true)?;
         let bare_addr = bare_listener.local_addr()?;
@@ -170,28 +277,4 @@ pub async fn run(args: ApiBenchArgs) -> Result<()> {
         }
     );
     Ok(())
-}
-
-async fn load_sample(addr: SocketAddr, path: &str) -> Result<(Bytes, String)> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    let response = sender
-        .send_request(
-            http::Request::get(path)
-                .header(http::header::HOST, "x")
-                .body(http_body_util::Empty::<Bytes>::new())?,
-        )
-        .await?;
-    if response.status() != http::StatusCode::OK {
-        bail!("meta169 answered {path} with {}", response.status());
-    }
-    let ctype = response
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("text/plain")
-        .to_string();
-    Ok((response.into_body().collect().await?.to_bytes(), ctype))
 }

@@ -8,7 +8,9 @@ mod api;
 mod configdrive;
 mod measure;
 mod ovsdb;
+mod pinned;
 mod ratelimit;
+mod serve_process;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -37,6 +39,32 @@ enum Command {
     Ovsdb(ovsdb::OvsdbBenchArgs),
     /// The per-guest rate limiter's cost with a full table of guests.
     Ratelimit(ratelimit::RateLimitBenchArgs),
+    /// The baseline server of the pinned method, as its own process.
+    #[command(hide = true)]
+    BareServer(BareServerArgs),
+}
+
+#[derive(clap::Args)]
+struct BareServerArgs {
+    #[arg(long)]
+    listen: std::net::SocketAddr,
+    #[arg(long)]
+    body_file: std::path::PathBuf,
+    #[arg(long)]
+    content_type: String,
+}
+
+/// perf-method.md's baseline: hyper on a current-thread runtime.
+fn bare_server(args: BareServerArgs) -> Result<()> {
+    let body = bytes::Bytes::from(std::fs::read(&args.body_file)?);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            let listener = tokio::net::TcpListener::bind(args.listen).await?;
+            measure::bare_server(listener, body, args.content_type).await;
+            anyhow::Ok(())
+        })
 }
 
 fn main() -> Result<()> {
@@ -48,16 +76,21 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    let command = match cli.command {
+        Command::BareServer(args) => return bare_server(args),
+        other => other,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        match cli.command {
+        match command {
             Command::Api(args) => api::run(args).await,
             Command::Configdrive(args) => configdrive::run(args),
             Command::Agent(args) => agent::run(args).await,
             Command::Ovsdb(args) => ovsdb::run(args).await,
             Command::Ratelimit(args) => ratelimit::run(args),
+            Command::BareServer(_) => unreachable!("handled above"),
         }
     })
 }

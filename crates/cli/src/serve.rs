@@ -4,7 +4,7 @@ use crate::config::{self, parse_addr};
 use crate::ops;
 use anyhow::{Context, Result};
 use clap::Args;
-use meta169_api::{admin, metadata_listener_limits, metadata_router, server, MetadataService};
+use meta169_api::{admin, metadata_handler, metadata_listener_limits, server, MetadataService};
 use meta169_http::ops::ReadyCheck;
 use meta169_store::Store;
 use rand::RngCore;
@@ -152,9 +152,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         );
     }
 
-    server::serve(
+    server::serve_direct(
         listener,
-        metadata_router(service),
+        metadata_handler(service),
         metadata_limits,
         crate::signals::shutdown(),
     )

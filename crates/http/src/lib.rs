@@ -23,4 +23,4 @@ pub mod listener;
 pub mod ops;
 
 #[cfg(feature = "server")]
-pub use listener::{serve, Accept, Handler, PeerAddr, ServerLimits};
+pub use listener::{serve, serve_direct, Accept, Handler, PeerAddr, PeerHandler, ServerLimits};

@@ -83,6 +83,40 @@ impl<S> Handler for S where
 {
 }
 
+/// A handler that takes each request as hyper delivers it, with its TCP
+/// peer beside it: no extension map, no boxed request body, no service
+/// clone per request. For the metadata API's hot path; tower services go
+/// through [`serve`], which adapts them to this.
+pub trait PeerHandler: Clone + Send + 'static {
+    fn handle(
+        &self,
+        request: http::Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = axum::response::Response> + Send;
+}
+
+/// A tower [`Handler`] as a [`PeerHandler`]: the peer goes into the
+/// request's extensions as [`PeerAddr`].
+#[derive(Clone)]
+struct Tower<S>(S);
+
+impl<S: Handler> PeerHandler for Tower<S> {
+    fn handle(
+        &self,
+        mut request: http::Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = axum::response::Response> + Send {
+        request.extensions_mut().insert(PeerAddr(peer));
+        let service = self.0.clone();
+        async move {
+            match service.oneshot(request.map(axum::body::Body::new)).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        }
+    }
+}
+
 /// A socket that accepts connections: TCP or UNIX.
 pub trait Accept: Send + 'static {
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
@@ -111,10 +145,21 @@ impl Accept for tokio::net::UnixListener {
     }
 }
 
-/// Serve `handler` on `listener` until `shutdown` completes.
+/// Serve `handler` (a router or a tower stack) on `listener` until
+/// `shutdown` completes.
 pub async fn serve(
     listener: impl Accept,
     handler: impl Handler,
+    limits: ServerLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_direct(listener, Tower(handler), limits, shutdown).await
+}
+
+/// Serve a [`PeerHandler`] on `listener` until `shutdown` completes.
+pub async fn serve_direct(
+    listener: impl Accept,
+    handler: impl PeerHandler,
     limits: ServerLimits,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -149,13 +194,17 @@ pub async fn serve(
 }
 
 /// Serve one accepted connection.
-async fn serve_connection<I>(io: I, peer: SocketAddr, handler: impl Handler, limits: &ServerLimits)
-where
+async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
+    handler: impl PeerHandler,
+    limits: &ServerLimits,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
-        request.extensions_mut().insert(PeerAddr(peer));
-        handler.clone().oneshot(request.map(axum::body::Body::new))
+    let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
+        let handler = handler.clone();
+        async move { Ok::<_, std::convert::Infallible>(handler.handle(request, peer).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

@@ -16,7 +16,7 @@ pub use ec2::Ec2Node;
 pub use json::to_python_json;
 pub use model::{Device, DeviceKind, Instance, InvalidInstance, Port};
 pub use openstack::DriveExtras;
-pub use path::{MetadataPath, PathError};
+pub use path::{MetadataPath, PathError, Segments};
 pub use tree::{full_hostname, Body, ContentType, Entry, RenderOptions, Tree};
 
 /// The example record shipped in `docs/instance.example.json`: the demo

@@ -8,6 +8,9 @@
 use crate::tree::{Body, ContentType, Entry};
 use bytes::{Bytes, BytesMut};
 
+/// Paths below a version up to this long are joined without allocating.
+const JOIN_BUFFER: usize = 256;
+
 /// Bodies at least this large are kept by reference instead of copied
 /// into the block (user data is shared with the record this way).
 const SHARE_AT: usize = 1024;
@@ -108,10 +111,41 @@ impl Packed {
             .slice(span.start as usize..(span.start + span.len) as usize)
     }
 
-    pub fn get(&self, key: &str) -> Option<Entry> {
+    #[cfg(test)]
+    fn get(&self, key: &str) -> Option<Entry> {
+        self.get_path(&[key])
+    }
+
+    /// The entry at `segments` joined by `/` (joined on the stack: the
+    /// paths guests ask for are short).
+    pub fn get_path(&self, segments: &[&str]) -> Option<Entry> {
+        match segments {
+            [] => self.find(b""),
+            [one] => self.find(one.as_bytes()),
+            many => {
+                let len = many.iter().map(|s| s.len()).sum::<usize>() + many.len() - 1;
+                if len > JOIN_BUFFER {
+                    return self.find(many.join("/").as_bytes());
+                }
+                let mut buffer = [0u8; JOIN_BUFFER];
+                let mut at = 0;
+                for (i, segment) in many.iter().enumerate() {
+                    if i > 0 {
+                        buffer[at] = b'/';
+                        at += 1;
+                    }
+                    buffer[at..at + segment.len()].copy_from_slice(segment.as_bytes());
+                    at += segment.len();
+                }
+                self.find(&buffer[..len])
+            }
+        }
+    }
+
+    fn find(&self, key: &[u8]) -> Option<Entry> {
         let at = self
             .slots
-            .binary_search_by(|slot| self.bytes(slot.key).cmp(key.as_bytes()))
+            .binary_search_by(|slot| self.bytes(slot.key).cmp(key))
             .ok()?;
         let slot = &self.slots[at];
         let body = match &slot.body {
@@ -195,6 +229,13 @@ mod tests {
         ));
         assert_eq!(packed.get("password").unwrap().body, Body::Password);
         assert!(packed.get("meta-data").is_none());
+        assert_eq!(
+            packed.get_path(&["meta-data", "hostname"]),
+            packed.get("meta-data/hostname")
+        );
+        assert!(packed.get_path(&["meta-data", "hostnam"]).is_none());
+        let long = "x".repeat(JOIN_BUFFER);
+        assert!(packed.get_path(&[&long, "y"]).is_none());
         assert!(packed.get("zzz").is_none());
         assert_eq!(
             packed.keys().collect::<Vec<_>>(),

@@ -9,9 +9,12 @@ pub const MAX_PATH_LEN: usize = 1024;
 /// Most segments accepted in one path.
 pub const MAX_SEGMENTS: usize = 16;
 
-/// What a request path asks for.
+/// What a request path asks for; segments borrow from the decoded path.
+// Lives on the stack for one request; boxing the segments would be the
+// allocation this type exists to avoid.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MetadataPath {
+pub enum MetadataPath<'a> {
     /// `/`: the EC2 version list, served before identification.
     Root,
     /// `/ec2`: the EC2 version list, after identification.
@@ -19,7 +22,50 @@ pub enum MetadataPath {
     /// `/openstack`: the OpenStack version list.
     OpenStackVersions,
     /// Anything below: segments starting with `ec2` or `openstack`.
-    Item(Vec<String>),
+    Item(Segments<'a>),
+}
+
+/// A path's segments, kept inline: parsing a request path allocates nothing.
+#[derive(Clone, Copy)]
+pub struct Segments<'a> {
+    items: [&'a str; MAX_SEGMENTS + 1],
+    len: usize,
+}
+
+impl<'a> Segments<'a> {
+    fn new() -> Self {
+        Segments {
+            items: [""; MAX_SEGMENTS + 1],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, segment: &'a str) {
+        self.items[self.len] = segment;
+        self.len += 1;
+    }
+}
+
+impl<'a> std::ops::Deref for Segments<'a> {
+    type Target = [&'a str];
+
+    fn deref(&self) -> &[&'a str] {
+        &self.items[..self.len]
+    }
+}
+
+impl PartialEq for Segments<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Segments<'_> {}
+
+impl std::fmt::Debug for Segments<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
 }
 
 /// Why a path was refused; each message tells the client what was wrong.
@@ -39,42 +85,64 @@ pub enum PathError {
     ParentSegment,
 }
 
-impl MetadataPath {
-    /// Normalise a decoded path.
-    pub fn parse(decoded: &str) -> Result<Self, PathError> {
+/// Could this byte start a control character? C0 and DEL are single
+/// bytes; C1 controls (U+0080..U+009F) are written 0xC2 0x80..0x9F, so a
+/// 0xC2 byte sends the text to the character-wise check.
+fn maybe_control(b: u8) -> bool {
+    b < 0x20 || b == 0x7f || b == 0xc2
+}
+
+impl<'a> MetadataPath<'a> {
+    /// Normalise a decoded path: one pass over its bytes, no allocation.
+    pub fn parse(decoded: &'a str) -> Result<Self, PathError> {
         if decoded.len() > MAX_PATH_LEN {
             return Err(PathError::TooLong);
         }
-        if decoded.chars().any(|c| c.is_control()) {
+        let bytes = decoded.as_bytes();
+        let mut segments = Segments::new();
+        let mut implied = false;
+        let mut refused = None;
+        let mut suspicious = false;
+        let mut start = 0;
+        for end in 0..=bytes.len() {
+            if end < bytes.len() && bytes[end] != b'/' {
+                suspicious |= maybe_control(bytes[end]);
+                continue;
+            }
+            let part = &decoded[start..end];
+            start = end + 1;
+            if part.is_empty() || part == "." || refused.is_some() {
+                continue;
+            }
+            if part == ".." {
+                refused = Some(PathError::ParentSegment);
+                continue;
+            }
+            if segments.len == 0 && part != "ec2" && part != "openstack" {
+                // Anything not under a known tree is under `ec2`; that
+                // implied segment does not count against the limit.
+                implied = true;
+                segments.push("ec2");
+            }
+            if segments.len - usize::from(implied) >= MAX_SEGMENTS {
+                refused = Some(PathError::TooDeep);
+                continue;
+            }
+            segments.push(part);
+        }
+        // A control character anywhere is reported before the segments.
+        if suspicious && decoded.chars().any(char::is_control) {
             return Err(PathError::ControlCharacter);
         }
-        let mut segments: Vec<String> = Vec::new();
-        for segment in decoded.split('/') {
-            match segment {
-                "" | "." => continue,
-                ".." => return Err(PathError::ParentSegment),
-                s => {
-                    if segments.len() >= MAX_SEGMENTS {
-                        return Err(PathError::TooDeep);
-                    }
-                    segments.push(s.to_string());
-                }
-            }
+        if let Some(refused) = refused {
+            return Err(refused);
         }
-        let Some(first) = segments.first() else {
-            return Ok(MetadataPath::Root);
-        };
-        if first != "ec2" && first != "openstack" {
-            segments.insert(0, "ec2".to_string());
+        match segments.len {
+            0 => Ok(MetadataPath::Root),
+            1 if segments.items[0] == "ec2" => Ok(MetadataPath::Ec2Versions),
+            1 => Ok(MetadataPath::OpenStackVersions),
+            _ => Ok(MetadataPath::Item(segments)),
         }
-        if segments.len() == 1 {
-            return Ok(if segments[0] == "ec2" {
-                MetadataPath::Ec2Versions
-            } else {
-                MetadataPath::OpenStackVersions
-            });
-        }
-        Ok(MetadataPath::Item(segments))
     }
 }
 
@@ -82,8 +150,12 @@ impl MetadataPath {
 mod tests {
     use super::*;
 
-    fn item(parts: &[&str]) -> MetadataPath {
-        MetadataPath::Item(parts.iter().map(|s| s.to_string()).collect())
+    fn item(parts: &[&'static str]) -> MetadataPath<'static> {
+        let mut segments = Segments::new();
+        for part in parts {
+            segments.push(part);
+        }
+        MetadataPath::Item(segments)
     }
 
     #[test]
@@ -119,6 +191,16 @@ mod tests {
             MetadataPath::parse("/latest\0"),
             Err(PathError::ControlCharacter)
         );
+        assert_eq!(
+            MetadataPath::parse("/latest/\u{85}"),
+            Err(PathError::ControlCharacter)
+        );
+        assert_eq!(
+            MetadataPath::parse("/latest/\u{7f}"),
+            Err(PathError::ControlCharacter)
+        );
+        assert!(MetadataPath::parse("/latest/caf\u{e9}").is_ok());
+        assert!(MetadataPath::parse("/latest/\u{a0}").is_ok());
         assert_eq!(
             MetadataPath::parse(&"a".repeat(2000)),
             Err(PathError::TooLong)

@@ -1,8 +1,8 @@
 use super::*;
 
-fn seg(path: &str) -> Vec<String> {
+fn seg(path: &str) -> Vec<&str> {
     match MetadataPath::parse(path).unwrap() {
-        MetadataPath::Item(s) => s,
+        MetadataPath::Item(s) => s.to_vec(),
         other => panic!("{path} is {other:?}"),
     }
 }

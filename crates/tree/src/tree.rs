@@ -137,18 +137,14 @@ impl Tree {
 
     /// Look up normalised segments (`["ec2", "latest", "meta-data"]`);
     /// `latest` resolves to the newest version of its tree.
-    pub fn lookup(&self, segments: &[String]) -> Option<Entry> {
+    pub fn lookup(&self, segments: &[&str]) -> Option<Entry> {
         let (root, version) = (segments.first()?, segments.get(1)?);
-        let packed = match root.as_str() {
+        let packed = match *root {
             "ec2" => self.ec2_version(versions::ec2_index(version)?),
             "openstack" => self.openstack_version(versions::openstack_index(version)?),
             _ => return None,
         };
-        match &segments[2..] {
-            [] => packed.get(""),
-            [one] => packed.get(one),
-            more => packed.get(&more.join("/")),
-        }
+        packed.get_path(&segments[2..])
     }
 
     /// Every path in the tree, each version rendered (tools and tests).

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use meta169_api::signing::sign_instance_id;
-use meta169_api::{admin, metadata_router, server, ApiSettings, MetadataService, ServerLimits};
+use meta169_api::{admin, metadata_handler, server, ApiSettings, MetadataService, ServerLimits};
 use meta169_ovsdb::{Remote, Rpc};
 use meta169_store::{SqliteStore, Store};
 use meta169_testkit::sb::{self, RowRef, VmPort};
@@ -157,9 +157,9 @@ impl Api {
         let service = Arc::new(MetadataService::new(store, settings, limits.clone()).unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(server::serve(
+        tokio::spawn(server::serve_direct(
             listener,
-            metadata_router(service.clone()),
+            metadata_handler(service.clone()),
             limits,
             std::future::pending(),
         ));

@@ -2,7 +2,7 @@
 //! in-memory store.
 #![allow(dead_code)]
 
-use meta169_api::{admin, metadata_router, server, ApiSettings, MetadataService, ServerLimits};
+use meta169_api::{admin, metadata_handler, server, ApiSettings, MetadataService, ServerLimits};
 use meta169_store::{SqliteStore, Store};
 use meta169_tree::{example_instance, Instance};
 use std::sync::Arc;
@@ -23,9 +23,9 @@ impl TestApi {
         let service = Arc::new(MetadataService::new(store, settings, limits.clone()).unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(server::serve(
+        tokio::spawn(server::serve_direct(
             listener,
-            metadata_router(service.clone()),
+            metadata_handler(service.clone()),
             limits.clone(),
             std::future::pending(),
         ));

@@ -15,7 +15,7 @@ mod storm;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use meta169_api::{metadata_router, ApiSettings, MetadataService, ServerLimits};
+use meta169_api::{metadata_handler, ApiSettings, MetadataService, ServerLimits};
 use meta169_store::{SqliteStore, Store};
 use std::sync::Arc;
 
@@ -60,9 +60,9 @@ pub(crate) async fn start_api(count: usize) -> Result<(String, Arc<MetadataServi
     let service = Arc::new(MetadataService::new(store, settings, limits.clone())?);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(meta169_api::server::serve(
+    tokio::spawn(meta169_api::server::serve_direct(
         listener,
-        metadata_router(service.clone()),
+        metadata_handler(service.clone()),
         limits,
         std::future::pending(),
     ));
