@@ -8,14 +8,15 @@ use crate::identity::{identify, signed_requester, Caller, Identity};
 use crate::metrics::{IdentityLabel, ServeMetrics, TreeLabel};
 use crate::settings::{ApiSettings, ServerLimits};
 use crate::vendordata::VendorData;
-use axum::body::Body as AxumBody;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use meta169_http::address::canonical_ip;
 use meta169_http::mac::{format_mac, mac_from_eui64};
 use meta169_http::signing::SignatureMemo;
+use meta169_http::Answer;
 use meta169_http::PeerHandler;
 use meta169_store::{Change, Freshness, Store};
 use meta169_tree::versions::{ec2_version_listing, openstack_version_listing};
@@ -288,8 +289,8 @@ impl Drop for AbortOnDrop {
     }
 }
 
-pub(crate) fn plain(content_type: ContentType, body: impl Into<Bytes>) -> Response {
-    let mut response = Response::new(AxumBody::from(body.into()));
+pub(crate) fn plain(content_type: ContentType, body: impl Into<Bytes>) -> Answer {
+    let mut response = Answer::new(Either::Left(Full::new(body.into())));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(content_type.as_str()),
@@ -341,7 +342,7 @@ fn parse_path(decoded: &str) -> Result<MetadataPath<'_>, ApiError> {
 pub struct MetadataHandler(pub Arc<MetadataService>);
 
 impl PeerHandler for MetadataHandler {
-    async fn handle(&self, request: http::Request<Incoming>, peer: SocketAddr) -> Response {
+    async fn handle(&self, request: http::Request<Incoming>, peer: SocketAddr) -> Answer {
         handle(&self.0, request, peer).await
     }
 }
@@ -355,19 +356,20 @@ pub async fn handle(
     service: &MetadataService,
     request: http::Request<Incoming>,
     peer: SocketAddr,
-) -> Response {
+) -> Answer {
     let started = std::time::Instant::now();
     let span = tracing::debug_span!("metadata", path = %request.uri().path(), method = %request.method(), instance = tracing::field::Empty);
-    // The Uri is reference-counted: keeping it costs no copy of the path.
-    let uri = request.uri().clone();
+    // The head stays here, borrowed by the request's handling and read
+    // again for its metrics and log line; only the body moves on.
+    let (parts, body) = request.into_parts();
     async move {
         let mut outcome = Outcome::default();
-        let (mut response, why) = match serve(service, &uri, request, peer.ip(), &mut outcome).await
+        let (mut response, why) = match serve(service, &parts, body, peer.ip(), &mut outcome).await
         {
             Ok(response) => (response, None),
             Err(error) => {
                 let why = error.to_string();
-                (error.into_response(), Some(why))
+                (error.into_response().map(Either::Right), Some(why))
             }
         };
         // Tells meta169's agent it may pipeline requests (Nova's API does
@@ -376,7 +378,7 @@ pub async fn handle(
             .headers_mut()
             .insert(http::header::SERVER, meta169_http::headers::SERVER);
         let (status, took) = (response.status().as_u16(), started.elapsed());
-        let path = uri.path();
+        let path = parts.uri.path();
         service
             .metrics
             .request(status, TreeLabel::of(path), outcome.identity, took);
@@ -414,19 +416,19 @@ impl Outcome {
 
 async fn serve(
     service: &MetadataService,
-    uri: &http::Uri,
-    request: http::Request<Incoming>,
+    request: &http::request::Parts,
+    body: Incoming,
     peer: IpAddr,
     outcome: &mut Outcome,
-) -> Result<Response, ApiError> {
-    let decoded = decode_path(uri.path())?;
+) -> Result<Answer, ApiError> {
+    let decoded = decode_path(request.uri.path())?;
     let path = parse_path(&decoded)?;
     if path == MetadataPath::Root {
         return Ok(plain(ContentType::Text, ec2_version_listing()));
     }
     let (loaded, requester) = {
         let caller = identify(
-            request.headers(),
+            &request.headers,
             peer,
             &service.settings.identity,
             &service.signatures,
@@ -474,8 +476,8 @@ async fn serve(
             plain(entry.content_type, body.freeze())
         }
         Body::RequesterAddress => {
-            let requester = requester
-                .unwrap_or_else(|| signed_requester(request.headers(), canonical_ip(peer)));
+            let requester =
+                requester.unwrap_or_else(|| signed_requester(&request.headers, canonical_ip(peer)));
             plain(entry.content_type, requester.to_string())
         }
         Body::VendorData2 => {
@@ -485,10 +487,7 @@ async fn serve(
                 .await;
             plain(entry.content_type, doc.clone())
         }
-        Body::Password => {
-            return crate::password::answer(service, &loaded, request.map(axum::body::Body::new))
-                .await
-        }
+        Body::Password => return crate::password::answer(service, &loaded, request, body).await,
     })
 }
 

@@ -4,11 +4,11 @@
 use crate::cache::LoadedInstance;
 use crate::error::ApiError;
 use crate::metadata::{plain, MetadataService};
-use axum::extract::Request;
-use axum::response::Response;
 use bytes::Bytes;
 use http::{header, Method, StatusCode};
+use hyper::body::Incoming;
 use meta169_http::body::BodyError;
+use meta169_http::Answer;
 use meta169_store::{StoreError, MAX_PASSWORD_LEN};
 use meta169_tree::ContentType;
 
@@ -16,14 +16,15 @@ use meta169_tree::ContentType;
 pub async fn answer(
     service: &MetadataService,
     loaded: &LoadedInstance,
-    request: Request,
-) -> Result<Response, ApiError> {
-    match *request.method() {
+    request: &http::request::Parts,
+    body: Incoming,
+) -> Result<Answer, ApiError> {
+    match request.method {
         Method::GET => Ok(plain(ContentType::Text, loaded.password.clone())),
         Method::POST => {
             let too_large = || ApiError::BadRequest("Request is too large.".into());
             let declared = request
-                .headers()
+                .headers
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok());
@@ -34,7 +35,7 @@ pub async fn answer(
                 return Err(ApiError::PasswordConflict);
             }
             let body = meta169_http::body::read_bounded(
-                request.into_body(),
+                axum::body::Body::new(body),
                 MAX_PASSWORD_LEN,
                 service.limits.body_read_timeout,
             )

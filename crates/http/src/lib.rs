@@ -23,4 +23,6 @@ pub mod listener;
 pub mod ops;
 
 #[cfg(feature = "server")]
-pub use listener::{serve, serve_direct, Accept, Handler, PeerAddr, PeerHandler, ServerLimits};
+pub use listener::{
+    serve, serve_direct, Accept, Answer, Handler, PeerAddr, PeerHandler, ResponseBody, ServerLimits,
+};

@@ -92,8 +92,16 @@ pub trait PeerHandler: Clone + Send + 'static {
         &self,
         request: http::Request<Incoming>,
         peer: SocketAddr,
-    ) -> impl Future<Output = axum::response::Response> + Send;
+    ) -> impl Future<Output = Answer> + Send;
 }
+
+/// What a [`PeerHandler`] answers with: a fixed body, unboxed (the hot
+/// path), or any axum body.
+pub type ResponseBody =
+    http_body_util::Either<http_body_util::Full<bytes::Bytes>, axum::body::Body>;
+
+/// A [`PeerHandler`]'s response.
+pub type Answer = http::Response<ResponseBody>;
 
 /// A tower [`Handler`] as a [`PeerHandler`]: the peer goes into the
 /// request's extensions as [`PeerAddr`].
@@ -105,12 +113,12 @@ impl<S: Handler> PeerHandler for Tower<S> {
         &self,
         mut request: http::Request<Incoming>,
         peer: SocketAddr,
-    ) -> impl Future<Output = axum::response::Response> + Send {
+    ) -> impl Future<Output = Answer> + Send {
         request.extensions_mut().insert(PeerAddr(peer));
         let service = self.0.clone();
         async move {
             match service.oneshot(request.map(axum::body::Body::new)).await {
-                Ok(response) => response,
+                Ok(response) => response.map(http_body_util::Either::Right),
                 Err(never) => match never {},
             }
         }
