@@ -10,7 +10,7 @@
 //! that started before it.
 
 use bytes::Bytes;
-use meta169_tree::{Instance, Tree};
+use meta169_tree::{Instance, RenderOptions, Tree};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -47,10 +47,11 @@ pub struct CacheLimits {
     pub max_bytes: usize,
 }
 
-/// One instance with its tree.
+/// One instance with its tree (which keeps the record, compact).
 #[derive(Debug)]
 pub struct LoadedInstance {
-    pub instance: Arc<Instance>,
+    pub uuid: Box<str>,
+    pub project_id: Box<str>,
     pub tree: Tree,
     pub password: String,
     pub revision: i64,
@@ -61,18 +62,21 @@ pub struct LoadedInstance {
 }
 
 impl LoadedInstance {
-    /// `record_bytes`: the size of the stored record, for the estimate.
     pub fn new(
-        instance: Arc<Instance>,
-        tree: Tree,
+        instance: Instance,
+        options: Arc<RenderOptions>,
         password: String,
         revision: i64,
-        record_bytes: usize,
     ) -> Self {
-        let user_data = instance.user_data.as_ref().map_or(0, Bytes::len);
+        let (uuid, project_id) = (
+            instance.uuid.as_str().into(),
+            instance.project_id.as_str().into(),
+        );
+        let tree = Tree::compact(instance, options);
         LoadedInstance {
-            weight: INSTANCE_OVERHEAD_BYTES + user_data + record_bytes + password.len(),
-            instance,
+            weight: INSTANCE_OVERHEAD_BYTES + tree.source_bytes() + password.len(),
+            uuid,
+            project_id,
             tree,
             password,
             revision,
@@ -199,7 +203,7 @@ impl Caches {
             loaded,
             used_ms: AtomicU64::new(self.now_ms()),
         };
-        let key: Box<str> = slot.loaded.instance.uuid.as_str().into();
+        let key = slot.loaded.uuid.clone();
         if let Some(old) = map.insert(key, slot) {
             self.bytes.fetch_sub(old.loaded.weight, Ordering::Relaxed);
         }
@@ -339,14 +343,13 @@ impl Caches {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meta169_tree::{example_instance, RenderOptions};
+    use meta169_tree::example_instance;
 
     fn loaded(uuid: &str) -> Arc<LoadedInstance> {
         let mut instance = example_instance();
         instance.uuid = uuid.into();
-        let instance = Arc::new(instance);
-        let tree = Tree::new(instance.clone(), Arc::new(RenderOptions::default()));
-        Arc::new(LoadedInstance::new(instance, tree, String::new(), 1, 1000))
+        let options = Arc::new(RenderOptions::default());
+        Arc::new(LoadedInstance::new(instance, options, String::new(), 1))
     }
 
     fn limits(max_instances: usize) -> CacheLimits {

@@ -20,7 +20,7 @@ use meta169_http::Answer;
 use meta169_http::PeerHandler;
 use meta169_store::{Change, Freshness, Store};
 use meta169_tree::versions::{ec2_version_listing, openstack_version_listing};
-use meta169_tree::{Body, ContentType, MetadataPath, RenderOptions, Tree};
+use meta169_tree::{Body, ContentType, MetadataPath, RenderOptions};
 use rand::RngCore;
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
@@ -140,14 +140,11 @@ impl MetadataService {
         let Some(stored) = stored else {
             return Ok(None);
         };
-        let instance = Arc::new(stored.instance);
-        let tree = Tree::new(instance.clone(), self.render.clone());
         let loaded = Arc::new(LoadedInstance::new(
-            instance,
-            tree,
+            stored.instance,
+            self.render.clone(),
             stored.password,
             stored.revision,
-            stored.record_bytes,
         ));
         let evicted = self.caches.put_instance(loaded.clone(), generation);
         self.metrics.cache_evictions.inc_by(evicted as u64);
@@ -243,7 +240,7 @@ impl MetadataService {
             .await?
             .ok_or_else(|| ApiError::NotFound("Instance was not found.".into()))?;
         if let Some(project) = expected_project {
-            if loaded.instance.project_id != project {
+            if &*loaded.project_id != project {
                 tracing::warn!(instance = %uuid, "X-Tenant-ID does not match the instance's project");
                 return Err(ApiError::NotFound("Instance was not found.".into()));
             }
@@ -410,7 +407,7 @@ impl Default for Outcome {
 
 impl Outcome {
     fn instance(&self) -> Option<&str> {
-        self.instance.as_ref().map(|i| i.instance.uuid.as_str())
+        self.instance.as_ref().map(|i| &*i.uuid)
     }
 }
 
@@ -445,7 +442,7 @@ async fn serve(
         };
         (service.resolve(&caller).await?, requester)
     };
-    tracing::Span::current().record("instance", loaded.instance.uuid.as_str());
+    tracing::Span::current().record("instance", &*loaded.uuid);
     outcome.instance = Some(loaded.clone());
     let segments = match path {
         MetadataPath::Ec2Versions => return Ok(plain(ContentType::Text, ec2_version_listing())),
@@ -483,7 +480,15 @@ async fn serve(
         Body::VendorData2 => {
             let doc = loaded
                 .vendor_data2
-                .get_or_init(|| service.vendor.document(&loaded.instance, &service.settings))
+                .get_or_init(|| async {
+                    match loaded.tree.instance() {
+                        Some(instance) => service.vendor.document(&instance, &service.settings).await,
+                        None => {
+                            tracing::error!(instance = %loaded.uuid, "cached record unreadable; vendor_data2.json left empty");
+                            Bytes::from_static(b"{}")
+                        }
+                    }
+                })
                 .await;
             plain(entry.content_type, doc.clone())
         }

@@ -48,7 +48,7 @@ pub async fn answer(
             })?;
             let text = String::from_utf8(body.to_vec())
                 .map_err(|_| ApiError::BadRequest("The password must be UTF-8 text.".into()))?;
-            let uuid = loaded.instance.uuid.clone();
+            let uuid = loaded.uuid.to_string();
             match service.store.set_password_once(&uuid, &text).await {
                 Ok(()) => {
                     service.caches.forget_instance(&uuid);

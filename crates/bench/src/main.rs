@@ -5,6 +5,7 @@
 
 mod agent;
 mod api;
+mod cache;
 mod configdrive;
 mod measure;
 mod ovsdb;
@@ -29,6 +30,8 @@ struct Cli {
 enum Command {
     /// The metadata API vs a bare hyper server returning a body of the same size.
     Api(api::ApiBenchArgs),
+    /// RSS of meta169 serve per cached instance, at 1k, 10k and 100k instances.
+    Cache(cache::CacheBenchArgs),
     /// Config-drive images (64 KiB user data, 100 injected files) vs
     /// genisoimage / mkfs.vfat + mcopy, the tools Nova runs.
     Configdrive(configdrive::ConfigDriveBenchArgs),
@@ -86,6 +89,7 @@ fn main() -> Result<()> {
     runtime.block_on(async move {
         match command {
             Command::Api(args) => api::run(args).await,
+            Command::Cache(args) => cache::run(args).await,
             Command::Configdrive(args) => configdrive::run(args),
             Command::Agent(args) => agent::run(args).await,
             Command::Ovsdb(args) => ovsdb::run(args).await,

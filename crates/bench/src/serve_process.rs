@@ -49,10 +49,16 @@ pub fn start_serve(dir: &Path, name: &str, store: &str, serve_keys: &str) -> Res
     let secret = dir.join("secret");
     std::fs::write(&secret, SECRET)?;
     let config = dir.join(format!("{name}.toml"));
+    // No operations listener unless the caller asks for one.
+    let ops = if serve_keys.contains("ops_listen") {
+        ""
+    } else {
+        "ops_listen = \"\"\n"
+    };
     std::fs::write(
         &config,
         format!(
-            "[serve]\naccess_log = \"off\"\nops_listen = \"\"\n{serve_keys}\n\
+            "[serve]\naccess_log = \"off\"\n{ops}{serve_keys}\n\
              [serve.identity]\nsigned = true\nby_address = false\nby_source = false\n\
              shared_secret_file = \"{}\"\n",
             secret.display()

@@ -36,8 +36,6 @@ pub struct StoredInstance {
     pub password: String,
     /// Increases on every write of the record.
     pub revision: i64,
-    /// Size of the stored record text (for cache size estimates).
-    pub record_bytes: usize,
 }
 
 /// One line of `instance list`.

@@ -87,17 +87,60 @@ impl Entry {
 /// so a cache of many instances holds only those.
 #[derive(Debug)]
 pub struct Tree {
-    instance: Arc<Instance>,
+    source: Source,
     options: Arc<RenderOptions>,
-    ec2: [OnceLock<Packed>; EC2_VERSIONS.len()],
-    openstack: [OnceLock<Packed>; OPENSTACK_VERSIONS.len()],
+    // Boxed: an empty slot is a pointer, not a whole `Packed`.
+    ec2: [OnceLock<Box<Packed>>; EC2_VERSIONS.len()],
+    openstack: [OnceLock<Box<Packed>>; OPENSTACK_VERSIONS.len()],
+}
+
+/// What a tree renders from.
+#[derive(Debug)]
+enum Source {
+    /// The parsed record (tools, tests, one-off renders).
+    Parsed(Arc<Instance>),
+    /// The record as compact JSON without its user data, parsed again when
+    /// a version is first rendered: for a cache of many instances, a parsed
+    /// record (every string and map a separate allocation) costs several
+    /// times its text. The user data is kept apart, already decoded, and
+    /// shared with the entries that serve it.
+    Compact {
+        record: Bytes,
+        user_data: Option<Bytes>,
+    },
 }
 
 impl Tree {
-    /// A tree that renders each version on first use.
+    /// A tree that renders each version on first use from `instance`.
     pub fn new(instance: Arc<Instance>, options: Arc<RenderOptions>) -> Tree {
+        Self::with_source(Source::Parsed(instance), options)
+    }
+
+    /// As [`Tree::new`], keeping the record compact until a version is
+    /// rendered (what a cache of many instances wants).
+    pub fn compact(mut instance: Instance, options: Arc<RenderOptions>) -> Tree {
+        let user_data = instance.user_data.take();
+        let source = match serde_json::to_vec(&instance) {
+            Ok(mut record) => {
+                // The writer's spare capacity would stay allocated.
+                record.shrink_to_fit();
+                Source::Compact {
+                    record: Bytes::from(record),
+                    user_data,
+                }
+            }
+            // An Instance always serializes; keep it parsed if not.
+            Err(_) => {
+                instance.user_data = user_data;
+                Source::Parsed(Arc::new(instance))
+            }
+        };
+        Self::with_source(source, options)
+    }
+
+    fn with_source(source: Source, options: Arc<RenderOptions>) -> Tree {
         Tree {
-            instance,
+            source,
             options,
             ec2: std::array::from_fn(|_| OnceLock::new()),
             openstack: std::array::from_fn(|_| OnceLock::new()),
@@ -116,23 +159,56 @@ impl Tree {
         tree
     }
 
-    /// The record the tree is rendered from.
-    pub fn instance(&self) -> &Arc<Instance> {
-        &self.instance
+    /// The record the tree renders from (parsed again for a compact tree;
+    /// `None` only if a compact record no longer parses, which cannot
+    /// happen to text this type wrote).
+    pub fn instance(&self) -> Option<Arc<Instance>> {
+        match &self.source {
+            Source::Parsed(instance) => Some(instance.clone()),
+            Source::Compact { record, user_data } => {
+                let mut instance: Instance = serde_json::from_slice(record).ok()?;
+                instance.user_data = user_data.clone();
+                Some(Arc::new(instance))
+            }
+        }
+    }
+
+    /// Heap bytes of the record this tree keeps (compact text and user
+    /// data, or nothing extra for a shared parsed record).
+    pub fn source_bytes(&self) -> usize {
+        match &self.source {
+            Source::Parsed(_) => 0,
+            Source::Compact { record, user_data } => {
+                record.len() + user_data.as_ref().map_or(0, Bytes::len)
+            }
+        }
+    }
+
+    /// A version's entries rendered by `render`, or none if the record is
+    /// unreadable.
+    fn rendered(&self, render: impl FnOnce(&Instance) -> Vec<(String, Entry)>) -> Box<Packed> {
+        let entries = self
+            .instance()
+            .map(|instance| render(&instance))
+            .unwrap_or_default();
+        Box::new(Packed::new(entries))
     }
 
     fn ec2_version(&self, index: usize) -> &Packed {
         self.ec2[index].get_or_init(|| {
-            let top = ec2_tree(&self.instance, &self.options, index);
-            let mut entries = Vec::with_capacity(48);
-            flatten("", &top, &mut entries);
-            Packed::new(entries)
+            self.rendered(|instance| {
+                let top = ec2_tree(instance, &self.options, index);
+                let mut entries = Vec::with_capacity(48);
+                flatten("", &top, &mut entries);
+                entries
+            })
         })
     }
 
     fn openstack_version(&self, index: usize) -> &Packed {
-        self.openstack[index]
-            .get_or_init(|| Packed::new(openstack_entries(&self.instance, &self.options, index)))
+        self.openstack[index].get_or_init(|| {
+            self.rendered(|instance| openstack_entries(instance, &self.options, index))
+        })
     }
 
     /// Look up normalised segments (`["ec2", "latest", "meta-data"]`);
@@ -169,7 +245,7 @@ impl Tree {
             .iter()
             .chain(self.openstack.iter())
             .filter_map(OnceLock::get)
-            .map(Packed::heap_bytes)
+            .map(|packed| packed.heap_bytes())
             .sum()
     }
 }

@@ -282,7 +282,6 @@ impl Store for PostgresStore {
             instance: parse_record(uuid, record)?,
             password: row.get(1),
             revision: row.get(2),
-            record_bytes: record.len(),
         }))
     }
 

@@ -254,7 +254,6 @@ impl Store for SqliteStore {
                     instance: parse_record(&uuid, &record)?,
                     password,
                     revision,
-                    record_bytes: record.len(),
                 })
             })
             .transpose()
