@@ -12,6 +12,7 @@ mod ovsdb;
 mod pinned;
 mod ratelimit;
 mod serve_process;
+mod store;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -32,6 +33,8 @@ enum Command {
     Api(api::ApiBenchArgs),
     /// RSS of meta169 serve per cached instance, at 1k, 10k and 100k instances.
     Cache(cache::CacheBenchArgs),
+    /// meta169 serve over SQLite and over PostgreSQL: cache hits and misses.
+    Store(store::StoreBenchArgs),
     /// Config-drive images (64 KiB user data, 100 injected files) vs
     /// genisoimage / mkfs.vfat + mcopy, the tools Nova runs.
     Configdrive(configdrive::ConfigDriveBenchArgs),
@@ -90,6 +93,7 @@ fn main() -> Result<()> {
         match command {
             Command::Api(args) => api::run(args).await,
             Command::Cache(args) => cache::run(args).await,
+            Command::Store(args) => store::run(args).await,
             Command::Configdrive(args) => configdrive::run(args),
             Command::Agent(args) => agent::run(args).await,
             Command::Ovsdb(args) => ovsdb::run(args).await,
