@@ -18,6 +18,8 @@ pub mod body;
 #[cfg(feature = "server")]
 pub mod ca;
 #[cfg(feature = "server")]
+mod head_timeout;
+#[cfg(feature = "server")]
 pub mod listener;
 #[cfg(feature = "server")]
 pub mod ops;

@@ -4,8 +4,9 @@
 //! with the peer address attached as [`PeerAddr`]. One accept loop for TCP
 //! and UNIX sockets ([`Accept`]), so both get the same limits.
 
+use crate::head_timeout::{HeadClock, HeadTimeout};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use std::future::Future;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -210,22 +211,31 @@ async fn serve_connection<I>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let clock = HeadClock::new();
+    let io = HeadTimeout::new(io, clock.clone(), limits.header_read_timeout);
+    let handler_clock = clock.clone();
     let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
         let handler = handler.clone();
-        async move { Ok::<_, std::convert::Infallible>(handler.handle(request, peer).await) }
+        let clock = handler_clock.clone();
+        clock.begin();
+        async move {
+            let answer = handler.handle(request, peer).await;
+            clock.end();
+            Ok::<_, std::convert::Infallible>(answer)
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_head_bytes.max(MIN_HEAD_BYTES))
         .keep_alive(true)
         .pipeline_flush(limits.batch_pipelined_answers);
     if let Err(e) = builder.serve_connection(io, service).await {
         // Malformed or oversized heads and clients too slow to send one are
-        // worth a line (hyper has already answered 400/431/408 or closed);
-        // a client hanging up is not.
-        if e.is_parse() || e.is_parse_too_large() || e.is_timeout() {
+        // worth a line (hyper has already answered 400/431 or closed); a
+        // client hanging up is not.
+        if clock.timed_out() {
+            tracing::info!(%peer, "request refused: request head not received in time");
+        } else if e.is_parse() || e.is_parse_too_large() {
             tracing::info!(%peer, "request refused: {e}");
         } else {
             tracing::debug!(%peer, "connection ended: {e}");

@@ -93,30 +93,28 @@ fn maybe_control(b: u8) -> bool {
 }
 
 impl<'a> MetadataPath<'a> {
-    /// Normalise a decoded path: one pass over its bytes, no allocation.
+    /// Normalise a decoded path, without allocating.
     pub fn parse(decoded: &'a str) -> Result<Self, PathError> {
         if decoded.len() > MAX_PATH_LEN {
             return Err(PathError::TooLong);
         }
-        let bytes = decoded.as_bytes();
+        // A control character anywhere is reported before the segments.
+        // The byte-wise screen vectorises; the character-wise check runs
+        // only when it finds a candidate.
+        let screened = decoded
+            .bytes()
+            .fold(false, |seen, b| seen | maybe_control(b));
+        if screened && decoded.chars().any(char::is_control) {
+            return Err(PathError::ControlCharacter);
+        }
         let mut segments = Segments::new();
         let mut implied = false;
-        let mut refused = None;
-        let mut suspicious = false;
-        let mut start = 0;
-        for end in 0..=bytes.len() {
-            if end < bytes.len() && bytes[end] != b'/' {
-                suspicious |= maybe_control(bytes[end]);
-                continue;
-            }
-            let part = &decoded[start..end];
-            start = end + 1;
-            if part.is_empty() || part == "." || refused.is_some() {
+        for part in decoded.split('/') {
+            if part.is_empty() || part == "." {
                 continue;
             }
             if part == ".." {
-                refused = Some(PathError::ParentSegment);
-                continue;
+                return Err(PathError::ParentSegment);
             }
             if segments.len == 0 && part != "ec2" && part != "openstack" {
                 // Anything not under a known tree is under `ec2`; that
@@ -125,17 +123,9 @@ impl<'a> MetadataPath<'a> {
                 segments.push("ec2");
             }
             if segments.len - usize::from(implied) >= MAX_SEGMENTS {
-                refused = Some(PathError::TooDeep);
-                continue;
+                return Err(PathError::TooDeep);
             }
             segments.push(part);
-        }
-        // A control character anywhere is reported before the segments.
-        if suspicious && decoded.chars().any(char::is_control) {
-            return Err(PathError::ControlCharacter);
-        }
-        if let Some(refused) = refused {
-            return Err(refused);
         }
         match segments.len {
             0 => Ok(MetadataPath::Root),
