@@ -92,6 +92,16 @@ impl<I> HeadTimeout<I> {
         }
     }
 
+    /// After writing (an answer is going out, so the wait for the next head
+    /// has started): keep the timer registered with this task. hyper may
+    /// not read again before going idle, and then only the timer wakes the
+    /// task to find the client out of time.
+    fn watch(&mut self, cx: &mut Context<'_>) {
+        if self.out_of_time(cx) {
+            cx.waker().wake_by_ref();
+        }
+    }
+
     /// With no data to read: is the client out of time? Keeps the timer
     /// registered with this task so an idle connection is woken to be cut.
     fn out_of_time(&mut self, cx: &mut Context<'_>) -> bool {
@@ -136,7 +146,9 @@ impl<I: Write + Unpin> Write for HeadTimeout<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = &mut *self;
+        this.watch(cx);
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -144,7 +156,9 @@ impl<I: Write + Unpin> Write for HeadTimeout<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        this.watch(cx);
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
