@@ -758,6 +758,21 @@ async fn admin_api_needs_its_token_and_explains_bad_input() {
         .await
         .unwrap()
         .contains("unknown field `colour`"));
+    // Values that would corrupt what guests read are refused, saying why.
+    let mut corrupt = serde_json::to_value(example_instance()).unwrap();
+    corrupt["uuid"] = "other".into();
+    corrupt["public_keys"] = serde_json::json!({"k1\n1=evil": "ssh-ed25519 AAAA"});
+    let refused = api
+        .http
+        .post(&url)
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&corrupt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let why = refused.text().await.unwrap();
+    assert!(why.contains("`public_keys` name"), "{why}");
     let dup = api
         .http
         .post(&url)

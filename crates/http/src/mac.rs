@@ -10,7 +10,8 @@ pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
     let mut parts = text.split(':');
     for byte in out.iter_mut() {
         let part = parts.next()?;
-        if part.len() != 2 {
+        // from_str_radix would take a sign: "+a" is not an octet.
+        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         *byte = u8::from_str_radix(part, 16).ok()?;

@@ -16,6 +16,21 @@ pub const MAX_USER_DATA_BYTES: usize = 64 * 1024;
 pub const MAX_ID_LEN: usize = 255;
 /// Largest number of ports one instance may have.
 pub const MAX_PORTS: usize = 64;
+/// Most `meta` items: Nova's default `metadata_items` quota.
+pub const MAX_META_ITEMS: usize = 128;
+/// Longest `meta` key and value, in characters, as Nova's API schema.
+pub const MAX_META_TEXT: usize = 255;
+/// Longest single-line value (names, EC2 fields, key names), in characters.
+pub const MAX_FIELD_CHARS: usize = 255;
+/// Most public keys, and the longest key text: far above any real key
+/// (an RSA 16384-bit OpenSSH key is under 3 KiB).
+pub const MAX_PUBLIC_KEYS: usize = 64;
+pub const MAX_PUBLIC_KEY_BYTES: usize = 16 * 1024;
+/// Most `block_device_mapping` entries.
+pub const MAX_BLOCK_DEVICES: usize = 64;
+/// Longest host name (RFC 1123) and longest label in it.
+pub const MAX_HOSTNAME_LEN: usize = 253;
+pub const MAX_LABEL_LEN: usize = 63;
 
 /// One instance, as registered by an orchestrator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -152,7 +167,7 @@ pub enum InvalidInstance {
     #[error("field `{0}` must not be empty")]
     Empty(&'static str),
     /// An identifier is too long or holds characters that cannot be an id.
-    #[error("field `{field}` must be 1-{MAX_ID_LEN} printable ASCII characters without spaces or '/', got {value:?}")]
+    #[error("field `{field}` must be 1-{MAX_ID_LEN} printable ASCII characters without spaces or '/', and not '.' or '..', got {value:?}")]
     BadId { field: &'static str, value: String },
     /// User data over the limit.
     #[error("user_data is {0} bytes; the limit is {MAX_USER_DATA_BYTES} bytes")]
@@ -166,6 +181,29 @@ pub enum InvalidInstance {
     /// network_data that is not a JSON object.
     #[error("network_data must be a JSON object (a network_data.json document)")]
     BadNetworkData,
+    /// A host name that is not letters, digits and hyphens in dot-separated labels.
+    #[error("hostname {0:?} is not a host name: letters, digits and '-' in labels of 1-{MAX_LABEL_LEN} characters separated by '.', at most {MAX_HOSTNAME_LEN} in all, no '_'")]
+    BadHostname(String),
+    /// A value served as one line of text holds a line break or other
+    /// control character, or is too long.
+    #[error("field `{field}` must be one line of at most {MAX_FIELD_CHARS} characters without control characters, got {value:?}")]
+    BadText { field: String, value: String },
+    /// A name that is also a path segment or list entry guests read.
+    #[error("`{field}` name {value:?} must be 1-{MAX_FIELD_CHARS} characters: letters, digits, '-', '_', '.', '@' or spaces, and not '.' or '..'")]
+    BadName { field: &'static str, value: String },
+    /// Too many entries in a map or list.
+    #[error("`{field}` may have at most {limit} entries, got {count}")]
+    TooMany {
+        field: &'static str,
+        limit: usize,
+        count: usize,
+    },
+    /// A `meta` key or value over Nova's limit.
+    #[error("`meta` keys and values are limited to {MAX_META_TEXT} characters (as in Nova); {what} is {len}")]
+    MetaTooLong { what: String, len: usize },
+    /// A public key text over the limit.
+    #[error("public key {name:?} is {len} bytes; the limit is {MAX_PUBLIC_KEY_BYTES}")]
+    PublicKeyTooLarge { name: String, len: usize },
 }
 
 impl Instance {
@@ -176,6 +214,9 @@ impl Instance {
         if self.hostname.trim().is_empty() {
             return Err(InvalidInstance::Empty("hostname"));
         }
+        check_hostname(&self.hostname)?;
+        self.check_text_fields()?;
+        self.check_maps()?;
         if let Some(data) = &self.user_data {
             if data.len() > MAX_USER_DATA_BYTES {
                 return Err(InvalidInstance::UserDataTooLarge(data.len()));
@@ -199,16 +240,160 @@ impl Instance {
     }
 }
 
+impl Instance {
+    /// Values served as a line of text (EC2 leaves, listings): a line
+    /// break inside one would make guests read lines that are not there.
+    fn check_text_fields(&self) -> Result<(), InvalidInstance> {
+        let single = [
+            ("name", Some(&self.name)),
+            ("availability_zone", self.availability_zone.as_ref()),
+            ("image_id", self.image_id.as_ref()),
+            ("ami_id", self.ami_id.as_ref()),
+            ("ec2_instance_id", self.ec2_instance_id.as_ref()),
+            ("instance_type", self.instance_type.as_ref()),
+            ("reservation_id", self.reservation_id.as_ref()),
+            ("kernel_id", self.kernel_id.as_ref()),
+            ("ramdisk_id", self.ramdisk_id.as_ref()),
+            ("public_ipv4", self.public_ipv4.as_ref()),
+            ("root_device_name", self.root_device_name.as_ref()),
+        ];
+        for (field, value) in single {
+            if let Some(value) = value {
+                check_line(field, value)?;
+            }
+        }
+        for group in self.security_groups.iter().flatten() {
+            check_line("security_groups[]", group)?;
+        }
+        for port in &self.ports {
+            if let Some(id) = &port.id {
+                check_id("ports[].id", id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Maps whose keys guests read as names (listings, path segments), and
+    /// their bounds.
+    fn check_maps(&self) -> Result<(), InvalidInstance> {
+        check_count("public_keys", self.public_keys.len(), MAX_PUBLIC_KEYS)?;
+        for (name, key) in &self.public_keys {
+            check_name("public_keys", name)?;
+            if key.len() > MAX_PUBLIC_KEY_BYTES {
+                return Err(InvalidInstance::PublicKeyTooLarge {
+                    name: name.clone(),
+                    len: key.len(),
+                });
+            }
+        }
+        check_count(
+            "block_device_mapping",
+            self.block_device_mapping.len(),
+            MAX_BLOCK_DEVICES,
+        )?;
+        for (name, device) in &self.block_device_mapping {
+            check_name("block_device_mapping", name)?;
+            check_line(&format!("block_device_mapping.{name}"), device)?;
+        }
+        check_count("meta", self.meta.len(), MAX_META_ITEMS)?;
+        for (key, value) in &self.meta {
+            let key_len = key.chars().count();
+            if key.is_empty() || key_len > MAX_META_TEXT {
+                return Err(InvalidInstance::MetaTooLong {
+                    what: format!("a key ({:?}...)", truncated(key)),
+                    len: key_len,
+                });
+            }
+            let value_len = value.chars().count();
+            if value_len > MAX_META_TEXT {
+                return Err(InvalidInstance::MetaTooLong {
+                    what: format!("the value of {:?}", truncated(key)),
+                    len: value_len,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// At most this many characters of a refused value go into the message.
+const QUOTED_CHARS: usize = 80;
+
+fn truncated(value: &str) -> String {
+    value.chars().take(QUOTED_CHARS).collect()
+}
+
+fn check_count(field: &'static str, count: usize, limit: usize) -> Result<(), InvalidInstance> {
+    if count > limit {
+        return Err(InvalidInstance::TooMany {
+            field,
+            limit,
+            count,
+        });
+    }
+    Ok(())
+}
+
+/// One line of text: no control characters, bounded.
+fn check_line(field: &str, value: &str) -> Result<(), InvalidInstance> {
+    if value.chars().any(char::is_control) || value.chars().count() > MAX_FIELD_CHARS {
+        return Err(InvalidInstance::BadText {
+            field: field.to_string(),
+            value: truncated(value),
+        });
+    }
+    Ok(())
+}
+
+/// A key-pair or device name: what Nova accepts for key-pair names.
+fn check_name(field: &'static str, value: &str) -> Result<(), InvalidInstance> {
+    let ok = !value.is_empty()
+        && value.chars().count() <= MAX_FIELD_CHARS
+        && value != "."
+        && value != ".."
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | ' '));
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidInstance::BadName {
+            field,
+            value: truncated(value),
+        })
+    }
+}
+
+/// RFC 1123 host name (a trailing dot allowed, as in a fully qualified name).
+fn check_hostname(value: &str) -> Result<(), InvalidInstance> {
+    let name = value.strip_suffix('.').unwrap_or(value);
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= MAX_LABEL_LEN
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if name.is_empty() || name.len() > MAX_HOSTNAME_LEN || !name.split('.').all(label_ok) {
+        return Err(InvalidInstance::BadHostname(truncated(value)));
+    }
+    Ok(())
+}
+
 fn check_id(field: &'static str, value: &str) -> Result<(), InvalidInstance> {
     let ok = !value.is_empty()
         && value.len() <= MAX_ID_LEN
+        && value != "."
+        && value != ".."
         && value.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
     if ok {
         Ok(())
     } else {
         Err(InvalidInstance::BadId {
             field,
-            value: value.chars().take(80).collect(),
+            value: truncated(value),
         })
     }
 }
@@ -263,6 +448,125 @@ mod tests {
         assert_eq!(instance.user_data.as_deref(), Some(&b"#cloud-config\n"[..]));
         let back = serde_json::to_value(&instance).unwrap();
         assert_eq!(back["user_data"], "I2Nsb3VkLWNvbmZpZwo=");
+    }
+
+    fn record() -> Instance {
+        serde_json::from_value(serde_json::json!({
+            "uuid": "u1", "name": "n", "hostname": "h", "project_id": "p"
+        }))
+        .unwrap()
+    }
+
+    /// Each change is refused, and the message names the field.
+    fn refused(change: impl FnOnce(&mut Instance), mentions: &str) {
+        let mut instance = record();
+        change(&mut instance);
+        let message = instance
+            .validate()
+            .expect_err("accepted a bad record")
+            .to_string();
+        assert!(message.contains(mentions), "{message:?} lacks {mentions:?}");
+    }
+
+    #[test]
+    fn values_that_would_corrupt_what_guests_read_are_refused() {
+        refused(
+            |i| {
+                drop(
+                    i.public_keys
+                        .insert("k1\n1=evil".into(), "ssh-ed25519 AAAA".into()),
+                )
+            },
+            "public_keys",
+        );
+        refused(
+            |i| drop(i.public_keys.insert("..".into(), "k".into())),
+            "public_keys",
+        );
+        refused(
+            |i| {
+                drop(
+                    i.public_keys
+                        .insert("k".into(), "a".repeat(MAX_PUBLIC_KEY_BYTES + 1)),
+                )
+            },
+            "limit is 16384",
+        );
+        for key in ["eph\nemeral0", "..", "", "a/b"] {
+            refused(
+                |i| drop(i.block_device_mapping.insert(key.into(), "sdb".into())),
+                "block_device_mapping",
+            );
+        }
+        refused(
+            |i| {
+                drop(
+                    i.block_device_mapping
+                        .insert("swap".into(), "sdc\nx".into()),
+                )
+            },
+            "block_device_mapping.swap",
+        );
+        refused(|i| i.hostname = "h\nx".into(), "hostname");
+        refused(|i| i.hostname = "../../etc/passwd".into(), "hostname");
+        refused(|i| i.hostname = "a".repeat(100_000), "hostname");
+        refused(|i| i.hostname = "under_score".into(), "no '_'");
+        refused(
+            |i| i.hostname = format!("{}.example", "a".repeat(64)),
+            "hostname",
+        );
+        refused(|i| i.hostname = "-lead".into(), "hostname");
+        refused(
+            |i| i.ec2_instance_id = Some("i-1\ni-2".into()),
+            "ec2_instance_id",
+        );
+        refused(
+            |i| i.security_groups = Some(vec!["default\nevil".into()]),
+            "security_groups",
+        );
+        refused(|i| i.name = "x".repeat(MAX_FIELD_CHARS + 1), "name");
+        refused(|i| i.uuid = "..".into(), "uuid");
+        refused(
+            |i| {
+                i.ports.push(Port {
+                    id: None,
+                    network_id: "n".into(),
+                    mac: "+a:16:3e:00:00:01".into(),
+                    ips: vec![],
+                })
+            },
+            "mac",
+        );
+    }
+
+    #[test]
+    fn meta_is_bounded_as_in_nova() {
+        refused(
+            |i| {
+                for n in 0..10_000 {
+                    i.meta.insert(format!("k{n}"), "v".into());
+                }
+            },
+            "at most 128 entries, got 10000",
+        );
+        refused(
+            |i| drop(i.meta.insert("k".into(), "v".repeat(3_500_000))),
+            "value of \"k\" is 3500000",
+        );
+        refused(
+            |i| drop(i.meta.insert("k".repeat(256), "v".into())),
+            "a key",
+        );
+        let mut fine = record();
+        for n in 0..MAX_META_ITEMS {
+            fine.meta.insert(format!("k{n}"), "v".repeat(MAX_META_TEXT));
+        }
+        fine.hostname = "web-01.example.org".into();
+        fine.public_keys
+            .insert("mykey@laptop".into(), "ssh-ed25519 AAAA".into());
+        fine.block_device_mapping
+            .insert("ephemeral0".into(), "vdb".into());
+        assert_eq!(fine.validate(), Ok(()));
     }
 
     #[test]
