@@ -1,14 +1,16 @@
 //! `meta169 configdrive`: write an instance's config drive, from the store
 //! or from a JSON record, with the same renderer the API serves from.
 
-use crate::config;
+use crate::config::{self, files};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::Args;
 use meta169_api::vendordata::VendorData;
-use meta169_configdrive::{drive_files, write_image, DriveInput, Format, InjectedFile, RandomSeed};
+use meta169_configdrive::{
+    drive_files, write_image, DriveInput, Format, InjectedFile, RandomSeed, MAX_CONTENT_BYTES,
+};
 use meta169_tree::Instance;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(Args)]
@@ -52,8 +54,8 @@ fn injected(spec: &str) -> Result<InjectedFile> {
     let (guest, local) = spec
         .split_once('=')
         .with_context(|| format!("--file {spec:?} must be GUEST_PATH=LOCAL_FILE"))?;
-    let data =
-        std::fs::read(local).with_context(|| format!("cannot read {local} for --file {guest}"))?;
+    let data = files::read_bytes(Path::new(local), MAX_CONTENT_BYTES)
+        .with_context(|| format!("cannot read {local} for --file {guest}"))?;
     Ok(InjectedFile {
         guest_path: guest.to_string(),
         data: Bytes::from(data),
@@ -77,7 +79,7 @@ pub async fn run(args: ConfigDriveArgs) -> Result<()> {
             }
         }
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(path)
+            let text = files::read_text(path, files::MAX_RECORD_BYTES)
                 .with_context(|| format!("cannot read {}", path.display()))?;
             serde_json::from_str(&text).with_context(|| {
                 format!(

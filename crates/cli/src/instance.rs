@@ -2,13 +2,13 @@
 //! line. Works on the same store as `serve`; running servers see a change
 //! within about a second (the store announces it to every replica).
 
-use crate::config;
+use crate::config::{self, files};
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use meta169_store::Store;
 use meta169_tree::{Instance, EXAMPLE_INSTANCE_JSON};
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Subcommand)]
@@ -34,14 +34,15 @@ pub enum InstanceCommand {
     Example,
 }
 
-fn read_record(file: &PathBuf) -> Result<Instance> {
+fn read_record(file: &Path) -> Result<Instance> {
     let mut text = String::new();
     if file.as_os_str() == "-" {
         std::io::stdin()
+            .take(files::MAX_RECORD_BYTES)
             .read_to_string(&mut text)
             .context("cannot read the record from stdin")?;
     } else {
-        text = std::fs::read_to_string(file)
+        text = files::read_text(file, files::MAX_RECORD_BYTES)
             .with_context(|| format!("cannot read {}", file.display()))?;
     }
     let instance: Instance = serde_json::from_str(&text).with_context(|| {

@@ -1,6 +1,6 @@
 //! Which files a config drive holds: Nova's layout, from the shared renderer.
 
-use crate::{ConfigDriveError, DRIVE_BYTES, MAX_INJECTED_FILES};
+use crate::{ConfigDriveError, MAX_CONTENT_BYTES, MAX_INJECTED_FILES};
 use base64::Engine as _;
 use bytes::Bytes;
 use meta169_tree::versions::{self, OPENSTACK_VERSIONS};
@@ -142,8 +142,7 @@ pub fn drive_files(input: &DriveInput<'_>) -> Result<Vec<(String, Bytes)>, Confi
         out.push((format!("openstack/content/{i:04}"), file.data.clone()));
     }
     let total: u64 = out.iter().map(|(_, b)| b.len() as u64).sum();
-    // Leave room for the file system's own structures.
-    if total > DRIVE_BYTES - 4 * 1024 * 1024 {
+    if total > MAX_CONTENT_BYTES {
         return Err(ConfigDriveError::TooLarge(total));
     }
     Ok(out)

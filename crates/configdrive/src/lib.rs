@@ -20,6 +20,11 @@ pub use layout::{drive_files, DriveInput, InjectedFile, RandomSeed, EC2_DRIVE_VE
 pub const VOLUME_LABEL: &str = "config-2";
 /// Size of a VFAT drive, and the most content any drive holds (Nova's VFAT size).
 pub const DRIVE_BYTES: u64 = 64 * 1024 * 1024;
+/// Most content (files, before the file system's own structures) a drive
+/// takes: the drive less room for the file system.
+pub const MAX_CONTENT_BYTES: u64 = DRIVE_BYTES - FS_RESERVE_BYTES;
+/// Room left for the file system's own structures.
+const FS_RESERVE_BYTES: u64 = 4 * 1024 * 1024;
 /// Most injected files on one drive.
 pub const MAX_INJECTED_FILES: usize = 1000;
 
@@ -27,7 +32,7 @@ pub const MAX_INJECTED_FILES: usize = 1000;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigDriveError {
     /// Content larger than a drive holds.
-    #[error("the drive's files total {0} bytes; a config drive holds at most {DRIVE_BYTES} bytes: inject fewer or smaller files")]
+    #[error("the drive's files total {0} bytes; a config drive holds at most {MAX_CONTENT_BYTES} bytes of files ({DRIVE_BYTES} less room for the file system): inject fewer or smaller files")]
     TooLarge(u64),
     /// Too many injected files.
     #[error("{0} injected files; at most {MAX_INJECTED_FILES} fit a config drive")]

@@ -2,6 +2,7 @@
 //! key has a default, so an empty file (or none) is a working setup.
 
 pub mod agent;
+pub mod files;
 pub mod neutron_ini;
 pub mod serve;
 
@@ -34,7 +35,7 @@ pub fn load(path: Option<&Path>) -> Result<ConfigFile> {
         None => return Ok(ConfigFile::default()),
     };
     tracing::debug!(config = %path.display(), "reading the configuration");
-    let text = std::fs::read_to_string(path)
+    let text = files::read_text(path, files::MAX_CONFIG_BYTES)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))
 }
@@ -49,7 +50,7 @@ pub async fn open_store(url: &str) -> Result<std::sync::Arc<dyn meta169_store::S
 
 /// Read a secret file: its content without the trailing newline.
 pub fn read_secret(path: &Path, what: &str) -> Result<String> {
-    let text = std::fs::read_to_string(path)
+    let text = files::read_text(path, files::MAX_SECRET_BYTES)
         .with_context(|| format!("cannot read {what} from {}", path.display()))?;
     Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }

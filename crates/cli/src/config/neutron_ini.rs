@@ -26,8 +26,10 @@ pub struct NeutronIni {
 
 /// Read the keys of `neutron_ovn_metadata_agent.ini` meta169 understands.
 pub fn read_neutron_ini(path: &Path) -> Result<NeutronIni> {
-    let ini = ini::Ini::load_from_file(path)
+    let text = super::files::read_text(path, super::files::MAX_CONFIG_BYTES)
         .with_context(|| format!("cannot read {}", path.display()))?;
+    let ini = ini::Ini::load_from_str(&text)
+        .with_context(|| format!("{} is not a valid ini file", path.display()))?;
     let get = |section: Option<&str>, key: &str| -> Option<String> {
         ini.section(section)
             .and_then(|s| s.get(key))
