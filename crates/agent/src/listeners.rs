@@ -25,11 +25,7 @@ pub async fn listen_in(
     // Entering the namespace blocks a thread for a moment; not the one
     // serving guests.
     let bound = tokio::task::spawn_blocking(move || {
-        netns::run_in(&ns_name, move || {
-            let listener = std::net::TcpListener::bind(addr)?;
-            listener.set_nonblocking(true)?;
-            Ok(listener)
-        })
+        netns::run_in(&ns_name, move || meta169_http::bind::bind_tcp_std(addr))
     })
     .await
     .map_err(AgentError::task)?;

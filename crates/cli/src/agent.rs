@@ -212,6 +212,12 @@ fn socket_mode(text: Option<&str>) -> Result<u32> {
 
 pub async fn run(args: AgentArgs) -> Result<()> {
     let (settings, ops_listen) = resolve(&args)?;
+    // Every guest connection on every network's listener is a descriptor;
+    // there is no fixed total to check, only the most to allow.
+    let open_files = crate::fd_limit::raise()?;
+    if open_files < crate::fd_limit::FD_RESERVE * 16 {
+        tracing::warn!(open_files, "the hard open-file limit is low for guest connections on many networks: raise LimitNOFILE= in the systemd unit");
+    }
     // Metrics and readiness answer from the start, while the databases are
     // still being waited for.
     let health = Health::default();

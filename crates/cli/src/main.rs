@@ -7,6 +7,7 @@
 mod agent;
 mod config;
 mod configdrive;
+mod fd_limit;
 mod instance;
 mod logging;
 mod ops;

@@ -20,11 +20,9 @@ pub async fn open(
         return Ok(None);
     }
     let address = parse_addr(listen, "operations listen address")?;
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| {
-            format!("cannot listen on {address} for /metrics and /readyz (in use? set ops_listen)")
-        })?;
+    let listener = meta169_http::bind::bind_tcp(address).with_context(|| {
+        format!("cannot listen on {address} for /metrics and /readyz (in use? set ops_listen)")
+    })?;
     tracing::info!(%address, "operations listener (/metrics, /healthz, /readyz) listening");
     Ok(Some(tokio::spawn(meta169_http::serve(
         listener,

@@ -1,6 +1,7 @@
 //! `meta169 serve`: the metadata API and its admin side.
 
 use crate::config::{self, parse_addr};
+use crate::fd_limit;
 use crate::ops;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -61,6 +62,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         tracing::warn!("signed identification is on with an empty shared secret: anyone who can reach the API as a trusted proxy can sign; set [serve.identity] shared_secret_file");
     }
     let limits = section.limits();
+    fd_limit::ensure(limits.max_connections, "[serve.limits] max_connections")?;
     let metadata_limits = metadata_listener_limits(&settings, limits.clone());
     let listen = parse_addr(&section.listen, "listen address")?;
     let admin_listen = parse_addr(&section.admin.listen, "admin listen address")?;
@@ -91,17 +93,14 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
 
     let service = Arc::new(MetadataService::new(store, settings, limits.clone())?);
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| {
-            format!("cannot listen on {listen} (in use, or a privileged port without root?)")
-        })?;
+    let listener = meta169_http::bind::bind_tcp(listen).with_context(|| {
+        format!("cannot listen on {listen} (in use, or a privileged port without root?)")
+    })?;
     tracing::info!(%listen, store = %meta169_store::redact(&section.store), "metadata API listening");
 
     let admin_task = match &admin_token {
         Some(token) => {
-            let admin_listener = tokio::net::TcpListener::bind(admin_listen)
-                .await
+            let admin_listener = meta169_http::bind::bind_tcp(admin_listen)
                 .with_context(|| format!("cannot listen on {admin_listen} for the admin API"))?;
             tracing::info!(%admin_listen, "admin API listening");
             let router = admin::router(service.clone(), token.clone());

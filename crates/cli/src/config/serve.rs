@@ -127,6 +127,7 @@ pub struct LimitsSection {
     pub body_read_timeout_ms: u64,
     pub max_head_bytes: usize,
     pub max_connections: usize,
+    pub max_connections_per_source: usize,
 }
 
 impl Default for LimitsSection {
@@ -137,6 +138,7 @@ impl Default for LimitsSection {
             body_read_timeout_ms: d.body_read_timeout.as_millis() as u64,
             max_head_bytes: d.max_head_bytes,
             max_connections: d.max_connections,
+            max_connections_per_source: d.max_connections_per_source,
         }
     }
 }
@@ -148,6 +150,8 @@ impl ServeSection {
             body_read_timeout: Duration::from_millis(self.limits.body_read_timeout_ms),
             max_head_bytes: self.limits.max_head_bytes,
             max_connections: self.limits.max_connections,
+            max_connections_per_source: self.limits.max_connections_per_source,
+            unlimited_sources: Vec::new(),
             batch_pipelined_answers: false,
         }
     }
@@ -171,9 +175,10 @@ impl ServeSection {
         let vendor_static = if self.vendordata.static_enabled {
             let doc = match &self.vendordata.static_file {
                 Some(path) => {
-                    let text = std::fs::read_to_string(path).with_context(|| {
-                        format!("cannot read vendordata static_file {}", path.display())
-                    })?;
+                    let text = super::files::read_text(path, super::files::MAX_CONFIG_BYTES)
+                        .with_context(|| {
+                            format!("cannot read vendordata static_file {}", path.display())
+                        })?;
                     serde_json::from_str(&text).with_context(|| {
                         format!(
                             "vendordata static_file {} is not valid JSON",
