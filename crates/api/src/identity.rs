@@ -10,6 +10,7 @@ use meta169_http::address::{canonical_ip, forwarded_for as forwarded_address};
 use meta169_http::headers::{
     display_name, INSTANCE_ID, NEUTRON_NETWORK_ID, OVN_NETWORK_ID, SIGNATURE, TENANT_ID,
 };
+use meta169_http::log_throttle::refusals;
 use std::net::IpAddr;
 
 /// Longest piece of a caller's instance id quoted in a log line.
@@ -138,7 +139,9 @@ pub fn identify<'a>(
         if settings.by_source {
             return Ok(by_source());
         }
-        tracing::warn!(%peer, "request from a peer that is not a trusted proxy refused");
+        if let Some(left_out) = refusals().allow(peer) {
+            tracing::warn!(%peer, left_out, "request from a peer that is not a trusted proxy refused");
+        }
         return Err(ApiError::NotAccepted(format!(
             "Requests from {peer} are not accepted: it is not a trusted proxy and identification by source address is off."
         )));
@@ -164,11 +167,14 @@ pub fn identify<'a>(
             .text(&TENANT_ID)?
             .ok_or(ApiError::MissingHeader("X-Tenant-ID"))?;
         if !signatures.matches(instance_id, signature) {
-            tracing::warn!(
-                proxy = %peer,
-                instance_id = %truncate(instance_id),
-                "X-Instance-ID-Signature does not match: compare metadata_proxy_shared_secret on that proxy with meta169's shared secret"
-            );
+            if let Some(left_out) = refusals().allow(peer) {
+                tracing::warn!(
+                    proxy = %peer,
+                    instance_id = %truncate(instance_id),
+                    left_out,
+                    "X-Instance-ID-Signature does not match: compare metadata_proxy_shared_secret on that proxy with meta169's shared secret"
+                );
+            }
             return Err(ApiError::BadSignature);
         }
         return Ok(Caller {

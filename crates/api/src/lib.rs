@@ -25,10 +25,12 @@ pub use meta169_http::{self as server, signing, PeerAddr};
 /// answers to pipelined requests written together when every caller is a
 /// proxy (guests are not identified by their own address), as meta169's
 /// agent is. Where guests call directly, every malformed request gets its
-/// status line instead.
+/// status line instead. Trusted proxies have no per-source connection limit.
 pub fn metadata_listener_limits(settings: &ApiSettings, limits: ServerLimits) -> ServerLimits {
     ServerLimits {
         batch_pipelined_answers: !settings.identity.by_source,
+        // A proxy's connections carry many guests.
+        unlimited_sources: settings.identity.trusted_proxies.clone(),
         ..limits
     }
 }

@@ -44,7 +44,11 @@ pub async fn answer(
                 BodyError::TooSlow(_) => {
                     ApiError::BadRequest("The request body was not received in time.".into())
                 }
-                BodyError::TooLarge(_) | BodyError::Broken(_) => too_large(),
+                BodyError::TooLarge(_) => too_large(),
+                // A malformed chunked body, or the client gone mid-body.
+                BodyError::Broken(why) => {
+                    ApiError::BadRequest(format!("The request body could not be read: {why}."))
+                }
             })?;
             let text = String::from_utf8(body.to_vec())
                 .map_err(|_| ApiError::BadRequest("The password must be UTF-8 text.".into()))?;

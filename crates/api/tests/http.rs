@@ -682,6 +682,27 @@ async fn hostile_requests_get_clear_4xx() {
             .unwrap();
         assert_eq!(code, expected, "{name}: {text}");
     }
+    // What was wrong is what the answer says.
+    let explained: [(&str, &[u8], &str); 2] = [
+        (
+            "no Host",
+            b"GET /latest/meta-data HTTP/1.1\r\nConnection: close\r\n\r\n",
+            "400 Bad Request",
+        ),
+        (
+            "malformed chunked password",
+            b"POST /openstack/latest/password HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+            "could not be read",
+        ),
+    ];
+    for (name, request, says) in explained {
+        let addr = addr.clone();
+        let (code, text) = tokio::task::spawn_blocking(move || raw(&addr, request))
+            .await
+            .unwrap();
+        assert_eq!(code, 400, "{name}: {text}");
+        assert!(text.contains(says), "{name}: {text}");
+    }
     // A slow client that never finishes its headers is cut off.
     let addr2 = addr.clone();
     let started = std::time::Instant::now();

@@ -2,7 +2,7 @@
 //! names ([`headers`]), guest addresses ([`address`]), MACs and EUI-64
 //! ([`mac`]) and the proxy signature ([`signing`]); with the default
 //! `server` feature also the bounded HTTP/1 listener for TCP and UNIX
-//! sockets ([`listener`]), bounded body reads ([`body`]) and CA bundles
+//! sockets ([`listener`]) and its sockets ([`bind`]), bounded body reads ([`body`]) and CA bundles
 //! ([`ca`]), and the operations listener ([`ops`]: metrics, health,
 //! readiness). The pure crates (the tree, the store) use the first part only.
 
@@ -14,6 +14,8 @@ pub mod signing;
 #[cfg(feature = "server")]
 pub mod access_log;
 #[cfg(feature = "server")]
+pub mod bind;
+#[cfg(feature = "server")]
 pub mod body;
 #[cfg(feature = "server")]
 pub mod ca;
@@ -22,7 +24,11 @@ mod head_timeout;
 #[cfg(feature = "server")]
 pub mod listener;
 #[cfg(feature = "server")]
+pub mod log_throttle;
+#[cfg(feature = "server")]
 pub mod ops;
+#[cfg(feature = "server")]
+mod per_source;
 
 #[cfg(feature = "server")]
 pub use listener::{

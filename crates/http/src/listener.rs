@@ -5,6 +5,8 @@
 //! and UNIX sockets ([`Accept`]), so both get the same limits.
 
 use crate::head_timeout::{HeadClock, HeadTimeout};
+use crate::log_throttle;
+use crate::per_source::PerSource;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::future::Future;
@@ -32,6 +34,13 @@ pub struct ServerLimits {
     pub max_head_bytes: usize,
     /// Connections served at once; further ones wait in the backlog.
     pub max_connections: usize,
+    /// Connections one source address may hold at once (0: no limit), so
+    /// that one client cannot fill `max_connections`; further ones from it
+    /// are closed at once.
+    pub max_connections_per_source: usize,
+    /// Sources without that limit: proxies that carry many guests'
+    /// requests. UNIX-socket peers (local proxies) never have it.
+    pub unlimited_sources: Vec<ipnet::IpNet>,
     /// Time allowed to send a request body (password POST, admin JSON).
     pub body_read_timeout: Duration,
     /// Write the answers to requests a client pipelined together, in one
@@ -42,6 +51,10 @@ pub struct ServerLimits {
     pub batch_pipelined_answers: bool,
 }
 
+/// A guest's connections at once: cloud-init uses one, a few tools at
+/// boot a handful more.
+pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: usize = 64;
+
 /// hyper's smallest read buffer: a head limit below it is raised to it.
 const MIN_HEAD_BYTES: usize = 8 * 1024;
 
@@ -51,6 +64,8 @@ impl Default for ServerLimits {
             header_read_timeout: Duration::from_secs(10),
             max_head_bytes: MIN_HEAD_BYTES,
             max_connections: 4096,
+            max_connections_per_source: DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
+            unlimited_sources: Vec::new(),
             body_read_timeout: Duration::from_secs(10),
             batch_pipelined_answers: false,
         }
@@ -173,6 +188,7 @@ pub async fn serve_direct(
     shutdown: impl Future<Output = ()>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let sources = PerSource::new(&limits);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -193,13 +209,39 @@ pub async fn serve_direct(
                 }
             },
         };
+        let Some(slot) = sources.admit(peer.ip()) else {
+            if let Some(left_out) = log_throttle::refusals().allow(peer.ip()) {
+                tracing::warn!(%peer, left_out, "connection refused: this source already holds {} connections ([limits] max_connections_per_source)", limits.max_connections_per_source);
+            }
+            continue;
+        };
         let handler = handler.clone();
         let limits = limits.clone();
         tokio::spawn(async move {
             serve_connection(TokioIo::new(stream), peer, handler, &limits).await;
+            drop(slot);
             drop(permit);
         });
     }
+}
+
+/// RFC 9112 §3.2: a server must answer 400 to an HTTP/1.1 request
+/// without a Host header (hyper leaves that to the application).
+fn missing_host(request: &http::Request<Incoming>) -> Option<Answer> {
+    if request.version() != http::Version::HTTP_11
+        || request.headers().contains_key(http::header::HOST)
+    {
+        return None;
+    }
+    let mut answer = Answer::new(http_body_util::Either::Left(http_body_util::Full::new(
+        bytes::Bytes::from_static(b"HTTP/1.1 requests must carry a Host header.\n"),
+    )));
+    *answer.status_mut() = http::StatusCode::BAD_REQUEST;
+    answer.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=UTF-8"),
+    );
+    Some(answer)
 }
 
 /// Serve one accepted connection.
@@ -219,7 +261,10 @@ async fn serve_connection<I>(
         let clock = handler_clock.clone();
         clock.begin();
         async move {
-            let answer = handler.handle(request, peer).await;
+            let answer = match missing_host(&request) {
+                Some(refusal) => refusal,
+                None => handler.handle(request, peer).await,
+            };
             clock.end();
             Ok::<_, std::convert::Infallible>(answer)
         }
@@ -233,10 +278,15 @@ async fn serve_connection<I>(
         // Malformed or oversized heads and clients too slow to send one are
         // worth a line (hyper has already answered 400/431 or closed); a
         // client hanging up is not.
-        if clock.timed_out() {
-            tracing::info!(%peer, "request refused: request head not received in time");
-        } else if e.is_parse() || e.is_parse_too_large() {
-            tracing::info!(%peer, "request refused: {e}");
+        let refused = clock.timed_out() || e.is_parse() || e.is_parse_too_large();
+        if refused {
+            if let Some(left_out) = log_throttle::refusals().allow(peer.ip()) {
+                let why = match clock.timed_out() {
+                    true => "request head not received in time".to_string(),
+                    false => e.to_string(),
+                };
+                tracing::info!(%peer, left_out, "request refused: {why}");
+            }
         } else {
             tracing::debug!(%peer, "connection ended: {e}");
         }
