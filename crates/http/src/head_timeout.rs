@@ -37,6 +37,9 @@ pub(crate) struct HeadClock {
     waiting_since: AtomicU64,
     busy: AtomicBool,
     timed_out: AtomicBool,
+    /// Requests handed to the handler so far (what [`crate::batch`]
+    /// compares with the heads it has seen read).
+    requests: AtomicU64,
 }
 
 impl HeadClock {
@@ -46,12 +49,24 @@ impl HeadClock {
             waiting_since: AtomicU64::new(0),
             busy: AtomicBool::new(false),
             timed_out: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
         })
     }
 
     /// A request head arrived: the handler runs, the clock stops.
     pub(crate) fn begin(&self) {
         self.busy.store(true, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether a handler is running.
+    pub(crate) fn busy(&self) -> bool {
+        self.busy.load(Ordering::Relaxed)
+    }
+
+    /// Requests begun so far.
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     /// The handler answered: the wait for the next head starts now.
@@ -105,7 +120,7 @@ impl<I> HeadTimeout<I> {
     /// With no data to read: is the client out of time? Keeps the timer
     /// registered with this task so an idle connection is woken to be cut.
     fn out_of_time(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.clock.busy.load(Ordering::Relaxed) {
+        if self.clock.busy() {
             return false;
         }
         loop {

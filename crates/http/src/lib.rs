@@ -14,6 +14,8 @@ pub mod signing;
 #[cfg(feature = "server")]
 pub mod access_log;
 #[cfg(feature = "server")]
+mod batch;
+#[cfg(feature = "server")]
 pub mod bind;
 #[cfg(feature = "server")]
 pub mod body;

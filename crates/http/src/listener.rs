@@ -4,6 +4,7 @@
 //! with the peer address attached as [`PeerAddr`]. One accept loop for TCP
 //! and UNIX sockets ([`Accept`]), so both get the same limits.
 
+use crate::batch::Batch;
 use crate::head_timeout::{HeadClock, HeadTimeout};
 use crate::log_throttle;
 use crate::per_source::PerSource;
@@ -44,10 +45,8 @@ pub struct ServerLimits {
     /// Time allowed to send a request body (password POST, admin JSON).
     pub body_read_timeout: Duration,
     /// Write the answers to requests a client pipelined together, in one
-    /// write (hyper's `pipeline_flush`): what makes a pipelining proxy
-    /// (meta169's agent) cheap to serve. Only for listeners whose callers
-    /// are proxies: with it, hyper may close the connection of a malformed
-    /// or oversized request without sending its 400 or 431.
+    /// write ([`crate::batch`]): what makes a pipelining proxy (meta169's
+    /// agent) cheap to serve. For listeners whose callers are proxies.
     pub batch_pipelined_answers: bool,
 }
 
@@ -218,7 +217,13 @@ pub async fn serve_direct(
         let handler = handler.clone();
         let limits = limits.clone();
         tokio::spawn(async move {
-            serve_connection(TokioIo::new(stream), peer, handler, &limits).await;
+            let clock = HeadClock::new();
+            if limits.batch_pipelined_answers {
+                let io = TokioIo::new(Batch::new(stream, clock.clone()));
+                serve_connection(io, clock, peer, handler, &limits).await;
+            } else {
+                serve_connection(TokioIo::new(stream), clock, peer, handler, &limits).await;
+            }
             drop(slot);
             drop(permit);
         });
@@ -247,13 +252,13 @@ fn missing_host(request: &http::Request<Incoming>) -> Option<Answer> {
 /// Serve one accepted connection.
 async fn serve_connection<I>(
     io: I,
+    clock: Arc<HeadClock>,
     peer: SocketAddr,
     handler: impl PeerHandler,
     limits: &ServerLimits,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let clock = HeadClock::new();
     let io = HeadTimeout::new(io, clock.clone(), limits.header_read_timeout);
     let handler_clock = clock.clone();
     let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
@@ -272,8 +277,7 @@ async fn serve_connection<I>(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .max_buf_size(limits.max_head_bytes.max(MIN_HEAD_BYTES))
-        .keep_alive(true)
-        .pipeline_flush(limits.batch_pipelined_answers);
+        .keep_alive(true);
     if let Err(e) = builder.serve_connection(io, service).await {
         // Malformed or oversized heads and clients too slow to send one are
         // worth a line (hyper has already answered 400/431 or closed); a
