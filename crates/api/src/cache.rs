@@ -55,6 +55,8 @@ pub struct LoadedInstance {
     pub tree: Tree,
     pub password: String,
     pub revision: i64,
+    /// The record's `metadata_tokens`.
+    pub tokens: Option<meta169_tree::TokenMode>,
     loaded_at: Instant,
     weight: usize,
     /// `vendor_data2.json`, built on first request (it calls the dynamic targets).
@@ -72,6 +74,7 @@ impl LoadedInstance {
             instance.uuid.as_str().into(),
             instance.project_id.as_str().into(),
         );
+        let tokens = instance.metadata_tokens;
         let tree = Tree::compact(instance, options);
         LoadedInstance {
             weight: INSTANCE_OVERHEAD_BYTES + tree.source_bytes() + password.len(),
@@ -80,6 +83,7 @@ impl LoadedInstance {
             tree,
             password,
             revision,
+            tokens,
             loaded_at: Instant::now(),
             vendor_data2: tokio::sync::OnceCell::new(),
         }

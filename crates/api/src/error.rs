@@ -1,7 +1,8 @@
 //! Every answer the metadata side gives that is not a 200. Statuses stay in
 //! the set Neutron's agent relays (400, 403, 404, 409, 500, 502, 503, 504),
-//! and every body is non-empty: an empty error body makes Neutron's agent
-//! lose the blank line after the headers and the guest gets a 502.
+//! except the session tokens' 401 and 405, which only a guest using tokens
+//! sees; and every body is non-empty: an empty error body makes Neutron's
+//! agent lose the blank line after the headers and the guest gets a 502.
 
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
@@ -38,6 +39,12 @@ pub enum ApiError {
     /// An address maps to more than one instance (500).
     #[error("{0}")]
     Ambiguous(String),
+    /// A session token missing where required, invalid or expired (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A method the path does not take (405).
+    #[error("{0}")]
+    MethodNotAllowed(String),
 }
 
 impl ApiError {
@@ -51,6 +58,8 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PasswordConflict => StatusCode::CONFLICT,
             ApiError::Internal | ApiError::Ambiguous(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 

@@ -11,6 +11,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod password;
 pub mod settings;
+pub mod token;
 pub mod vendordata;
 
 use std::sync::Arc;

@@ -7,6 +7,7 @@ use crate::error::ApiError;
 use crate::identity::{identify, signed_requester, Caller, Identity};
 use crate::metrics::{IdentityLabel, ServeMetrics, TreeLabel};
 use crate::settings::{ApiSettings, ServerLimits};
+use crate::token;
 use crate::vendordata::VendorData;
 use axum::response::IntoResponse;
 use bytes::{Bytes, BytesMut};
@@ -14,6 +15,7 @@ use http::{header, HeaderValue};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use meta169_http::address::canonical_ip;
+use meta169_http::headers::FORWARDED_FOR;
 use meta169_http::mac::{format_mac, mac_from_eui64};
 use meta169_http::signing::SignatureMemo;
 use meta169_http::Answer;
@@ -463,6 +465,11 @@ async fn serve(
     };
     tracing::Span::current().record("instance", &*loaded.uuid);
     outcome.instance = Some(loaded.clone());
+    if path.is_token_request() {
+        let direct = matches!(outcome.identity, IdentityLabel::BySource);
+        return token_answer(service, &loaded, request, direct);
+    }
+    check_token(service, &loaded, &request.headers)?;
     let segments = match path {
         MetadataPath::Ec2Versions => return Ok(plain(ContentType::Text, ec2_version_listing())),
         MetadataPath::OpenStackVersions => {
@@ -513,6 +520,81 @@ async fn serve(
         }
         Body::Password => return crate::password::answer(service, &loaded, request, body).await,
     })
+}
+
+/// `PUT /latest/api/token`: a session token for the caller's instance.
+/// `direct`: the caller is the guest itself (identified by its address),
+/// not a trusted proxy.
+fn token_answer(
+    service: &MetadataService,
+    loaded: &LoadedInstance,
+    request: &http::request::Parts,
+    direct: bool,
+) -> Result<Answer, ApiError> {
+    if request.method != http::Method::PUT {
+        return Err(ApiError::MethodNotAllowed(
+            "A session token is requested with PUT.".into(),
+        ));
+    }
+    // A token request relayed by a proxy inside the guest (what a forged
+    // request from a guest's web application looks like) is refused, as
+    // AWS does. From a trusted proxy, X-Forwarded-For is that proxy's.
+    if direct && request.headers.contains_key(FORWARDED_FOR) {
+        return Err(ApiError::NotAccepted(
+            "A session token request must not carry X-Forwarded-For.".into(),
+        ));
+    }
+    let ttl = token::parse_ttl(
+        request
+            .headers
+            .get(&token::TTL_HEADER)
+            .map(HeaderValue::as_bytes),
+    )
+    .map_err(|e| ApiError::BadRequest(format!("{e}.")))?;
+    let mut answer = plain(
+        ContentType::Text,
+        service.settings.tokens.keys.issue(&loaded.uuid, ttl),
+    );
+    answer
+        .headers_mut()
+        .insert(token::TTL_HEADER, HeaderValue::from(ttl.as_secs()));
+    service.metrics.tokens_issued.inc();
+    Ok(answer)
+}
+
+/// A request's session token: checked when sent, required where the
+/// instance's record or the server says so; requests without one are
+/// counted.
+fn check_token(
+    service: &MetadataService,
+    loaded: &LoadedInstance,
+    headers: &http::HeaderMap,
+) -> Result<(), ApiError> {
+    match headers.get(&token::TOKEN_HEADER) {
+        Some(value) => {
+            let text = value.to_str().unwrap_or_default();
+            service
+                .settings
+                .tokens
+                .keys
+                .check(text, &loaded.uuid)
+                .map_err(|e| {
+                    ApiError::Unauthorized(format!(
+                        "{e}: request a new one with PUT /latest/api/token."
+                    ))
+                })
+        }
+        None => {
+            let mode = loaded.tokens.unwrap_or(service.settings.tokens.mode);
+            if mode == token::TokenMode::Required {
+                return Err(ApiError::Unauthorized(
+                    "This instance requires a session token: PUT /latest/api/token with X-aws-ec2-metadata-token-ttl-seconds, then send it as X-aws-ec2-metadata-token.".into(),
+                ));
+            }
+            service.metrics.tokenless.inc();
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]

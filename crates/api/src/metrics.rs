@@ -106,6 +106,11 @@ pub struct ServeMetrics {
     pub store_feed_age: Gauge<f64, AtomicU64>,
     pub store_errors: Counter,
     pub ready: Gauge,
+    /// Session tokens issued (`PUT /latest/api/token`).
+    pub tokens_issued: Counter,
+    /// Requests served without a session token (under `optional`): who
+    /// would break if tokens became required.
+    pub tokenless: Counter,
     registry: Arc<Registry>,
 }
 
@@ -130,6 +135,17 @@ impl ServeMetrics {
             (Gauge::default(), Gauge::default(), Gauge::default());
         let (cache_evictions, stale_answers) = (Counter::default(), Counter::default());
         let store_feed_age = Gauge::<f64, AtomicU64>::default();
+        let (tokens_issued, tokenless) = (Counter::default(), Counter::default());
+        registry.register(
+            "meta169_serve_tokens_issued",
+            "Session tokens issued (PUT /latest/api/token)",
+            tokens_issued.clone(),
+        );
+        registry.register(
+            "meta169_serve_tokenless_requests",
+            "Identified requests served without a session token (those that would get 401 with tokens required)",
+            tokenless.clone(),
+        );
         registry.register(
             "meta169_serve_requests",
             "Guest requests answered, by status, tree and identity mode",
@@ -198,6 +214,8 @@ impl ServeMetrics {
             store_feed_age,
             store_errors,
             ready,
+            tokens_issued,
+            tokenless,
             registry: Arc::new(registry),
         }
     }

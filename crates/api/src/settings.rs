@@ -109,6 +109,8 @@ pub struct ApiSettings {
     pub dynamic_read_timeout: Duration,
     /// Which guest requests get a log line.
     pub access_log: AccessLog,
+    /// IMDSv2-style session tokens.
+    pub tokens: crate::token::TokenSettings,
 }
 
 impl Default for ApiSettings {
@@ -126,6 +128,7 @@ impl Default for ApiSettings {
             dynamic_connect_timeout: Duration::from_secs(5),
             dynamic_read_timeout: Duration::from_secs(5),
             access_log: AccessLog::default(),
+            tokens: crate::token::TokenSettings::default(),
         }
     }
 }

@@ -178,7 +178,7 @@ async fn statuses_for_unknown_things_are_novas() {
         assert_eq!(status, 404, "{path}");
         assert!(!body.is_empty(), "{path}: error bodies are never empty");
     }
-    // botocore's token request: never 400.
+    // botocore's token request is answered (tokens: tokens_are_issued_and_checked).
     let r = api
         .http
         .put(format!("{}/latest/api/token", api.base))
@@ -186,7 +186,7 @@ async fn statuses_for_unknown_things_are_novas() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 404);
+    assert_eq!(r.status(), 200);
     // Any method but on password is served as GET.
     let r = api
         .http
@@ -841,4 +841,123 @@ async fn admin_api_needs_its_token_and_explains_bad_input() {
         .await
         .unwrap();
     assert_eq!(gone.status(), 404);
+}
+
+const TOKEN_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+async fn token_api(mode: meta169_api::token::TokenMode) -> TestApi {
+    let mut settings = ApiSettings::default();
+    settings.identity.by_source = true;
+    settings.identity.signed = false;
+    settings.identity.by_address = false;
+    settings.tokens = meta169_api::token::TokenSettings {
+        mode,
+        keys: std::sync::Arc::new(meta169_api::token::TokenKeys::parse(TOKEN_KEY).unwrap()),
+    };
+    let api = TestApi::start(settings, ServerLimits::default()).await;
+    api.add(&example_instance()).await;
+    api
+}
+
+impl TestApi {
+    async fn put_token(
+        &self,
+        ttl: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> (u16, String, Option<String>) {
+        let mut request = self.http.put(format!("{}/latest/api/token", self.base));
+        if let Some(ttl) = ttl {
+            request = request.header("X-aws-ec2-metadata-token-ttl-seconds", ttl);
+        }
+        for (name, value) in extra {
+            request = request.header(*name, *value);
+        }
+        let r = request.send().await.unwrap();
+        let ttl_back = r
+            .headers()
+            .get("x-aws-ec2-metadata-token-ttl-seconds")
+            .map(|v| v.to_str().unwrap().to_string());
+        (r.status().as_u16(), r.text().await.unwrap(), ttl_back)
+    }
+
+    async fn get_with_token(&self, path: &str, token: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("X-aws-ec2-metadata-token", token)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+}
+
+#[tokio::test]
+async fn tokens_are_issued_and_checked() {
+    use meta169_api::token::{TokenKeys, TokenMode};
+    let api = token_api(TokenMode::Optional).await;
+    let (status, token, ttl) = api.put_token(Some("21600"), &[]).await;
+    assert_eq!((status, ttl.as_deref()), (200, Some("21600")), "{token}");
+    let path = "/latest/meta-data/instance-id";
+    assert_eq!(
+        api.get_with_token(path, &token).await,
+        (200, "i-00000042".into())
+    );
+    assert_eq!(
+        api.get_with_token("/openstack/latest/meta_data.json", &token)
+            .await
+            .0,
+        200,
+        "both trees"
+    );
+    // Optional: no token is fine; a bad one is not.
+    assert_eq!(api.get(path).await.0, 200);
+    let (status, why) = api.get_with_token(path, "v1.forged").await;
+    assert_eq!(status, 401, "{why}");
+    assert!(why.contains("not valid"), "{why}");
+    // A token issued to another instance does not open this one's data.
+    let keys = TokenKeys::parse(TOKEN_KEY).unwrap();
+    let other = keys.issue("another-instance", std::time::Duration::from_secs(60));
+    assert_eq!(api.get_with_token(path, &other).await.0, 401);
+    let expired = keys.issue(&example_instance().uuid, std::time::Duration::ZERO);
+    let (status, why) = api.get_with_token(path, &expired).await;
+    assert_eq!(status, 401);
+    assert!(why.contains("expired"), "{why}");
+    // The lifetime is required and bounded.
+    for ttl in [None, Some("0"), Some("21601"), Some("-5"), Some("soon")] {
+        let (status, why, _) = api.put_token(ttl, &[]).await;
+        assert_eq!(status, 400, "{ttl:?}: {why}");
+        assert!(why.contains("1 to 21600"), "{why}");
+    }
+    // A token request relayed by a proxy in the guest is refused, in any letter case.
+    for name in ["X-Forwarded-For", "x-forwarded-for", "X-FORWARDED-FOR"] {
+        let (status, why, _) = api.put_token(Some("60"), &[(name, "10.0.0.9")]).await;
+        assert_eq!(status, 403, "{name}: {why}");
+    }
+    // Tokens are asked for with PUT.
+    let (status, _) = api.get("/latest/api/token").await;
+    assert_eq!(status, 405);
+}
+
+#[tokio::test]
+async fn tokens_can_be_required_per_site_or_per_instance() {
+    use meta169_api::token::TokenMode;
+    let path = "/latest/meta-data/instance-id";
+    let site = token_api(TokenMode::Required).await;
+    let (status, why) = site.get(path).await;
+    assert_eq!(status, 401);
+    assert!(why.contains("PUT /latest/api/token"), "{why}");
+    let (_, token, _) = site.put_token(Some("60"), &[]).await;
+    assert_eq!(site.get_with_token(path, &token).await.0, 200);
+
+    // The record's setting wins over the site's, both ways.
+    let relaxed = token_api(TokenMode::Required).await;
+    let mut instance = example_instance();
+    instance.metadata_tokens = Some(TokenMode::Optional);
+    relaxed.add(&instance).await;
+    assert_eq!(relaxed.get(path).await.0, 200);
+    let strict = token_api(TokenMode::Optional).await;
+    instance.metadata_tokens = Some(TokenMode::Required);
+    strict.add(&instance).await;
+    assert_eq!(strict.get(path).await.0, 401);
 }

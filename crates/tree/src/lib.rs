@@ -14,7 +14,7 @@ pub mod versions;
 
 pub use ec2::Ec2Node;
 pub use json::to_python_json;
-pub use model::{Device, DeviceKind, Instance, InvalidInstance, Port};
+pub use model::{Device, DeviceKind, Instance, InvalidInstance, Port, TokenMode};
 pub use openstack::DriveExtras;
 pub use path::{MetadataPath, PathError, Segments};
 pub use tree::{full_hostname, Body, ContentType, Entry, RenderOptions, Tree};

@@ -103,6 +103,21 @@ pub struct Instance {
     /// Extra `block-device-mapping` entries (`ephemeral0`, `swap`, `ebs0`, ...).
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub block_device_mapping: IndexMap<String, String>,
+    /// Whether this instance's requests must carry a session token
+    /// (`PUT /latest/api/token`); default: the server's setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_tokens: Option<TokenMode>,
+}
+
+/// Whether metadata requests must carry an IMDSv2-style session token.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenMode {
+    /// Tokens are checked when sent; requests without one are served.
+    #[default]
+    Optional,
+    /// A request without a valid token gets 401.
+    Required,
 }
 
 /// A port of the instance on a network.

@@ -93,6 +93,11 @@ fn maybe_control(b: u8) -> bool {
 }
 
 impl<'a> MetadataPath<'a> {
+    /// `/latest/api/token`: a request for a session token.
+    pub fn is_token_request(&self) -> bool {
+        matches!(self, MetadataPath::Item(s) if **s == ["ec2", "latest", "api", "token"])
+    }
+
     /// Normalise a decoded path, without allocating.
     pub fn parse(decoded: &'a str) -> Result<Self, PathError> {
         if decoded.len() > MAX_PATH_LEN {

@@ -5,6 +5,7 @@ use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use meta169_api::cache::{CacheLimits, DEFAULT_MAX_BYTES, DEFAULT_MAX_INSTANCES};
 use meta169_api::settings::{DEFAULT_CACHE_TTL, DEFAULT_MAX_STALENESS};
+use meta169_api::token::{TokenKeys, TokenMode, TokenSettings};
 use meta169_api::{ApiSettings, DynamicTarget, IdentitySettings, ServerLimits};
 use meta169_tree::RenderOptions;
 use serde::Deserialize;
@@ -37,6 +38,20 @@ pub struct ServeSection {
     pub admin: AdminSection,
     pub vendordata: VendordataSection,
     pub limits: LimitsSection,
+    pub tokens: TokensSection,
+}
+
+/// `[serve.tokens]`: IMDSv2-style session tokens.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensSection {
+    /// `optional` (default) or `required`; a record's `metadata_tokens`
+    /// overrides it for that instance.
+    pub mode: TokenMode,
+    /// One or two lines of 64 hex digits (current key, then the previous
+    /// one during a rotation). Without it, a random key per process:
+    /// tokens then end with a restart and differ between replicas.
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for ServeSection {
@@ -55,6 +70,7 @@ impl Default for ServeSection {
             admin: AdminSection::default(),
             vendordata: VendordataSection::default(),
             limits: LimitsSection::default(),
+            tokens: TokensSection::default(),
         }
     }
 }
@@ -228,6 +244,28 @@ impl ServeSection {
                 .access_log
                 .parse()
                 .map_err(|e: String| anyhow::anyhow!("[serve] {e}"))?,
+            tokens: self.tokens.settings()?,
+        })
+    }
+}
+
+impl TokensSection {
+    fn settings(&self) -> Result<TokenSettings> {
+        let keys = match &self.key_file {
+            Some(path) => {
+                let text = super::files::read_text(path, super::files::MAX_SECRET_BYTES)
+                    .with_context(|| {
+                        format!("cannot read [serve.tokens] key_file {}", path.display())
+                    })?;
+                TokenKeys::parse(&text).with_context(|| {
+                    format!("[serve.tokens] key_file {} is not valid", path.display())
+                })?
+            }
+            None => TokenKeys::ephemeral(),
+        };
+        Ok(TokenSettings {
+            mode: self.mode,
+            keys: Arc::new(keys),
         })
     }
 }
