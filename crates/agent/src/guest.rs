@@ -10,7 +10,7 @@ use crate::proxy::Proxy;
 use axum::extract::Request;
 use axum::response::Response;
 use meta169_http::address::forwarded_for;
-use meta169_http::headers::OVN_NETWORK_ID;
+use meta169_http::headers::{FORWARDED_FOR, OVN_NETWORK_ID};
 use meta169_http::{Handler, PeerAddr};
 use std::sync::Arc;
 
@@ -46,6 +46,12 @@ async fn guest(
         .get::<PeerAddr>()
         .map(|p| p.0.ip())
         .ok_or(GuestError::NoPeer)?;
+    // What a forged token request from an application in the guest looks
+    // like (the guest's own headers do not go upstream, so this is the
+    // only place to see it).
+    if request.method() == http::Method::PUT && request.headers().contains_key(FORWARDED_FOR) {
+        return Err(GuestError::ForwardedPut);
+    }
     let Some((target, signature)) = proxy.guests().lookup(network, peer) else {
         tracing::info!(%network, %peer, path = %request.uri().path(), "no instance with this address on this network");
         return Err(GuestError::UnknownGuest(network.clone()));

@@ -52,12 +52,17 @@ pub enum GuestError {
     /// It answered a status Neutron's agent does not relay (502).
     #[error("The remote metadata server gave an unexpected answer.")]
     UnexpectedStatus,
+    /// A guest's PUT (a session token request) relayed by a proxy inside
+    /// the guest, as AWS refuses it (403).
+    #[error("A session token request must not carry X-Forwarded-For.")]
+    ForwardedPut,
 }
 
 impl GuestError {
     pub fn status(&self) -> StatusCode {
         match self {
             GuestError::UnknownGuest(_) => StatusCode::NOT_FOUND,
+            GuestError::ForwardedPut => StatusCode::FORBIDDEN,
             GuestError::NoPeer => StatusCode::INTERNAL_SERVER_ERROR,
             GuestError::BodyTooLarge
             | GuestError::BodyTooSlow

@@ -14,7 +14,9 @@ use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
 use meta169_http::access_log::AccessLog;
 use meta169_http::body::BodyError;
-use meta169_http::headers::{FORWARDED_FOR, INSTANCE_ID, SIGNATURE, TENANT_ID};
+use meta169_http::headers::{
+    FORWARDED_FOR, INSTANCE_ID, METADATA_TOKEN, METADATA_TOKEN_TTL, SIGNATURE, TENANT_ID,
+};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +24,9 @@ use std::time::Duration;
 /// Largest guest request body forwarded (a password POST is at most 1020 bytes).
 pub const MAX_GUEST_BODY_BYTES: usize = 64 * 1024;
 /// Statuses Neutron's agent relays; anything else becomes 502.
-const RELAYED: &[u16] = &[200, 400, 403, 404, 409, 500, 502, 503, 504];
+/// Neutron's set, and the session tokens' 401 and 405 (only meta169 serve
+/// answers them, to guests that use tokens).
+const RELAYED: &[u16] = &[200, 400, 401, 403, 404, 405, 409, 500, 502, 503, 504];
 
 /// Shared by every listener.
 pub struct Proxy {
@@ -140,16 +144,27 @@ impl Proxy {
         // cannot choose its identity.
         let text =
             |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""));
-        let headers = [
+        let mut headers = [
             (FORWARDED_FOR, text(&guest.to_string())),
             (INSTANCE_ID, text(&target.instance_id)),
             (TENANT_ID, text(&target.project_id)),
             (SIGNATURE, signature),
+            (METADATA_TOKEN, HeaderValue::from_static("")),
+            (METADATA_TOKEN_TTL, HeaderValue::from_static("")),
         ];
+        // Besides, only a session token and a token's lifetime pass.
+        let mut count = 4;
+        for name in [METADATA_TOKEN, METADATA_TOKEN_TTL] {
+            if let Some(value) = parts.headers.get(&name) {
+                headers[count] = (name, value.clone());
+                count += 1;
+            }
+        }
+        let headers = &headers[..count];
         let started = std::time::Instant::now();
         let answer = self
             .upstream
-            .send(parts.method, target_path, &headers, body)
+            .send(parts.method, target_path, headers, body)
             .await
             .map_err(|e| {
                 let url = self.upstream.url();
@@ -181,6 +196,9 @@ impl Proxy {
             response
                 .headers_mut()
                 .insert(header::CONTENT_TYPE, content_type);
+        }
+        if let Some(ttl) = answer.token_ttl {
+            response.headers_mut().insert(METADATA_TOKEN_TTL, ttl);
         }
         Ok(response)
     }

@@ -138,7 +138,7 @@ async fn upstream_failures_get_neutrons_statuses() {
         .contains("The remote metadata server is temporarily unavailable."));
 
     // A status Neutron's agent does not relay: 502, never the raw status.
-    let odd = fake_upstream(405, Duration::ZERO).await;
+    let odd = fake_upstream(418, Duration::ZERO).await;
     let url = listener(proxy_to(&odd, Duration::from_secs(5))).await;
     assert_eq!(
         reqwest::get(format!("{url}/openstack"))
@@ -340,4 +340,68 @@ async fn a_pooled_connection_the_api_closed_is_retried_on_a_new_one() {
     // One answer per connection: every pooled connection is dead when next used.
     let upstream = closing_upstream(1, Duration::from_secs(10)).await;
     five_requests_answered(&upstream, Duration::from_millis(50)).await;
+}
+
+#[tokio::test]
+async fn session_tokens_pass_through_to_the_metadata_api() {
+    let api = Api::start().await;
+    // This instance requires tokens (its record says so).
+    let mut instance = meta169_tree::example_instance();
+    instance.uuid = "inst-1".into();
+    instance.project_id = "proj-1".into();
+    instance.hostname = "tokened".into();
+    instance.metadata_tokens = Some(meta169_tree::TokenMode::Required);
+    let client = reqwest::Client::new();
+    let r = client
+        .put(format!("{}/v1/instances/inst-1", api.admin))
+        .bearer_auth("t")
+        .json(&instance)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let url = listener(proxy_to(&api.url, Duration::from_secs(5))).await;
+    let hostname = format!("{url}/latest/meta-data/hostname");
+
+    // Without a token: the API's 401 reaches the guest, with its reason.
+    let r = client.get(&hostname).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("PUT /latest/api/token"));
+    // The token request and its lifetime go through, and the lifetime comes back.
+    let r = client
+        .put(format!("{url}/latest/api/token"))
+        .header("X-aws-ec2-metadata-token-ttl-seconds", "300")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-aws-ec2-metadata-token-ttl-seconds"], "300");
+    let token = r.text().await.unwrap();
+    let r = client
+        .get(&hostname)
+        .header("X-aws-ec2-metadata-token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "tokened.novalocal");
+    // Asked for with GET: the API's 405.
+    let r = client
+        .get(format!("{url}/latest/api/token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    // Relayed by a proxy inside the guest: refused here, in any letter case.
+    for name in ["X-Forwarded-For", "x-FORWARDED-for"] {
+        let r = client
+            .put(format!("{url}/latest/api/token"))
+            .header("X-aws-ec2-metadata-token-ttl-seconds", "300")
+            .header(name, "172.17.0.2")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{name}");
+        assert!(r.text().await.unwrap().contains("X-Forwarded-For"));
+    }
 }

@@ -15,13 +15,9 @@
 use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
-use http::HeaderName;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// The request header asking for a token, and the answer's header.
-pub const TTL_HEADER: HeaderName = HeaderName::from_static("x-aws-ec2-metadata-token-ttl-seconds");
-/// The request header carrying a token.
-pub const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-aws-ec2-metadata-token");
+pub use meta169_http::headers::{METADATA_TOKEN as TOKEN_HEADER, METADATA_TOKEN_TTL as TTL_HEADER};
 /// Longest lifetime a token may be asked for (AWS's limit).
 pub const MAX_TTL_SECONDS: u64 = 21_600;
 /// Key length in bytes (hex in the key file: twice this).

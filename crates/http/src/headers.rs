@@ -16,6 +16,12 @@ pub const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for")
 pub const OVN_NETWORK_ID: HeaderName = HeaderName::from_static("x-ovn-network-id");
 /// `X-Neutron-Network-ID`: the same from the DHCP agent's haproxy.
 pub const NEUTRON_NETWORK_ID: HeaderName = HeaderName::from_static("x-neutron-network-id");
+/// `X-aws-ec2-metadata-token`: a session token (IMDSv2).
+pub const METADATA_TOKEN: HeaderName = HeaderName::from_static("x-aws-ec2-metadata-token");
+/// `X-aws-ec2-metadata-token-ttl-seconds`: a session token's lifetime,
+/// asked for and answered.
+pub const METADATA_TOKEN_TTL: HeaderName =
+    HeaderName::from_static("x-aws-ec2-metadata-token-ttl-seconds");
 
 /// The `Server` value of every answer of `meta169 serve`'s metadata side:
 /// meta169's agent pipelines requests only to an upstream that sends it.

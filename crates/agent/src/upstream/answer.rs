@@ -6,6 +6,7 @@
 use super::Answer;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
+use meta169_http::headers::METADATA_TOKEN_TTL;
 
 /// Largest answer head read.
 pub const MAX_ANSWER_HEAD_BYTES: usize = 64 * 1024;
@@ -53,6 +54,7 @@ pub fn parse_answer(
             .map_err(|_| AnswerError::Malformed(format!("bad status {code}")))?;
         let mut content_length: Option<usize> = None;
         let mut content_type = None;
+        let mut token_ttl = None;
         let mut close = response.version == Some(0);
         for header in response.headers.iter() {
             if header.name.eq_ignore_ascii_case("content-length") {
@@ -70,6 +72,11 @@ pub fn parse_answer(
                 return Err(AnswerError::Unframed);
             } else if header.name.eq_ignore_ascii_case("content-type") {
                 content_type = HeaderValue::from_bytes(header.value).ok();
+            } else if header
+                .name
+                .eq_ignore_ascii_case(METADATA_TOKEN_TTL.as_str())
+            {
+                token_ttl = HeaderValue::from_bytes(header.value).ok();
             } else if header.name.eq_ignore_ascii_case("connection") {
                 let value = String::from_utf8_lossy(header.value).to_ascii_lowercase();
                 if value.split(',').any(|t| t.trim() == "close") {
@@ -97,6 +104,7 @@ pub fn parse_answer(
         let answer = Answer {
             status,
             content_type,
+            token_ttl,
             body,
         };
         return Ok(Some((answer, body_start + body_length, close)));
@@ -111,11 +119,12 @@ mod tests {
 
     #[test]
     fn answers_are_split_by_content_length() {
-        let two = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 3\r\n\r\nabcHTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n";
+        let two = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\ncontent-length: 3\r\n\r\nabcHTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n";
         let (
             Answer {
                 status,
                 content_type: ct,
+                token_ttl,
                 body,
             },
             used,
@@ -125,6 +134,7 @@ mod tests {
             (status.as_u16(), &body[..], close),
             (200, &b"abc"[..], false)
         );
+        assert_eq!(token_ttl.as_ref().map(|v| v.as_bytes()), Some(&b"60"[..]));
         assert_eq!(ct.unwrap(), "text/plain");
         let (Answer { status, body, .. }, rest, _) =
             parse_answer(&two[used..], LIMIT).unwrap().unwrap();

@@ -4,6 +4,7 @@
 use super::{Answer, SendError, Upstream, UpstreamError, CONNECT_TIMEOUT, MAX_UPSTREAM_BODY_BYTES};
 use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Method};
+use meta169_http::headers::METADATA_TOKEN_TTL;
 use std::time::Duration;
 
 /// Idle connections kept.
@@ -81,6 +82,7 @@ impl Https {
             .map_err(|e| SendError::Connect(e.to_string()))?;
         let status = answer.status();
         let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
+        let token_ttl = answer.headers().get(METADATA_TOKEN_TTL).cloned();
         let body = meta169_http::body::read_response_bounded(
             answer,
             MAX_UPSTREAM_BODY_BYTES,
@@ -91,6 +93,7 @@ impl Https {
         Ok(Answer {
             status,
             content_type,
+            token_ttl,
             body,
         })
     }

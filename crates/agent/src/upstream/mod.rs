@@ -75,6 +75,8 @@ impl std::str::FromStr for Pipelining {
 pub struct Answer {
     pub status: StatusCode,
     pub content_type: Option<HeaderValue>,
+    /// A session token's lifetime (answer to `PUT /latest/api/token`).
+    pub token_ttl: Option<HeaderValue>,
     pub body: Bytes,
 }
 

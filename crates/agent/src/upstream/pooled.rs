@@ -11,6 +11,7 @@ use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use meta169_http::headers::METADATA_TOKEN_TTL;
 use std::time::Duration;
 
 /// Idle connections kept per upstream.
@@ -93,6 +94,7 @@ impl Pooled {
         };
         let status = answer.status();
         let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
+        let token_ttl = answer.headers().get(METADATA_TOKEN_TTL).cloned();
         let server = answer.headers().get(header::SERVER).cloned();
         let body = meta169_http::body::read_bounded(
             answer.into_body(),
@@ -105,6 +107,7 @@ impl Pooled {
             Answer {
                 status,
                 content_type,
+                token_ttl,
                 body,
             },
             server,
