@@ -4,7 +4,7 @@
 //! pipelined lanes for bodiless GETs to meta169 serve ([`pipeline`]), and
 //! HTTPS ([`https`]).
 
-mod answer;
+pub mod answer;
 pub mod https;
 pub mod pipeline;
 pub mod pooled;
