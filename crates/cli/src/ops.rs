@@ -27,7 +27,11 @@ pub async fn open(
     Ok(Some(tokio::spawn(meta169_http::serve(
         listener,
         meta169_http::ops::router(registry, ready),
-        ServerLimits::default(),
+        // Scrapers and probes are few and known: no per-source limit.
+        ServerLimits {
+            max_connections_per_source: 0,
+            ..ServerLimits::default()
+        },
         std::future::pending(),
     ))))
 }

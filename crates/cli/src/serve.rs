@@ -104,10 +104,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 .with_context(|| format!("cannot listen on {admin_listen} for the admin API"))?;
             tracing::info!(%admin_listen, "admin API listening");
             let router = admin::router(service.clone(), token.clone());
+            // The orchestrator may open many connections from one address.
+            let admin_limits = server::ServerLimits {
+                max_connections_per_source: 0,
+                ..limits.clone()
+            };
             Some(tokio::spawn(server::serve(
                 admin_listener,
                 router,
-                limits.clone(),
+                admin_limits,
                 crate::signals::shutdown(),
             )))
         }
