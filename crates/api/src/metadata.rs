@@ -270,7 +270,9 @@ async fn follow(
                 Err(RecvError::Closed) => return,
             },
             _ = tick.tick() => {
-                metrics.store_feed_age.set(freshness.age().map_or(f64::INFINITY, |a| a.as_secs_f64()));
+                // Before a first confirmation: how long it has been awaited.
+                let age = freshness.age().unwrap_or_else(|| freshness.running_for());
+                metrics.store_feed_age.set(age.as_secs_f64());
                 metrics.cache_sizes(&caches);
             }
         }

@@ -188,7 +188,7 @@ impl ServeMetrics {
         );
         registry.register(
             "meta169_serve_store_feed_age_seconds",
-            "Seconds since the store's change feed was last confirmed complete (readiness fails past max_staleness_seconds)",
+            "Seconds since the store's change feed was last confirmed complete, or since it started before a first confirmation (readiness fails past max_staleness_seconds)",
             store_feed_age.clone(),
         );
         registry.register(

@@ -82,6 +82,12 @@ impl Freshness {
         })
     }
 
+    /// How long the feed has been running (the age to report before a
+    /// first confirmation).
+    pub fn running_for(&self) -> Duration {
+        self.base.elapsed()
+    }
+
     /// Why the last confirmation failed, while it keeps failing.
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().ok().and_then(|e| e.clone())
