@@ -57,6 +57,12 @@ fn serve_counts_known_traffic_and_readyz_follows_the_store() {
     }
     assert_eq!(get(&format!("http://{listen}/")).0, 200);
     assert_eq!(get(&format!("http://{ops}/healthz")), (200, "ok\n".into()));
+    // Ready once the store's change feed is first confirmed: at once on an
+    // idle machine, a moment later on a busy one.
+    assert!(wait_until(Duration::from_secs(10), || get(&format!(
+        "http://{ops}/readyz"
+    ))
+    .0 == 200));
     assert_eq!(
         get(&format!("http://{ops}/readyz")),
         (200, "ready\n".into())
