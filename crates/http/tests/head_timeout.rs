@@ -2,10 +2,13 @@
 //! that dribbles its head or sits idle is cut off, one whose handler is
 //! slow or who pauses between requests for less than the timeout is not.
 
+mod common;
+
 use bytes::Bytes;
+use common::Server;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use meta169_http::{serve_direct, Answer, PeerHandler, ServerLimits};
+use meta169_http::{Answer, PeerHandler, ServerLimits};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -27,36 +30,10 @@ impl PeerHandler for Echo {
     }
 }
 
-struct Server {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Server {
-    async fn start() -> Server {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let limits = ServerLimits {
-            header_read_timeout: TIMEOUT,
-            ..ServerLimits::default()
-        };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(serve_direct(listener, Echo, limits, async {
-            let _ = stopped.await;
-        }));
-        Server {
-            addr,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = self.task.await;
+fn limits() -> ServerLimits {
+    ServerLimits {
+        header_read_timeout: TIMEOUT,
+        ..ServerLimits::default()
     }
 }
 
@@ -100,7 +77,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_head_sent_a_byte_at_a_time_is_cut_off() {
-    let server = Server::start().await;
+    let server = Server::start(Echo, limits()).await;
     let addr = server.addr;
     let (cut, sent) = blocking(move || {
         let mut stream = connect(addr);
@@ -125,7 +102,7 @@ async fn a_head_sent_a_byte_at_a_time_is_cut_off() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idle_keep_alive_connection_is_closed() {
-    let server = Server::start().await;
+    let server = Server::start(Echo, limits()).await;
     let addr = server.addr;
     let (status, idle) = blocking(move || {
         let mut stream = connect(addr);
@@ -142,7 +119,7 @@ async fn an_idle_keep_alive_connection_is_closed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_handlers_and_short_pauses_are_not_cut() {
-    let server = Server::start().await;
+    let server = Server::start(Echo, limits()).await;
     let addr = server.addr;
     let statuses = blocking(move || {
         let mut stream = connect(addr);

@@ -2,10 +2,13 @@
 //! every connection it may (and trying for ten times more), another
 //! client is still answered at once.
 
+mod common;
+
 use bytes::Bytes;
+use common::Server;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use meta169_http::{serve_direct, Answer, PeerHandler, ServerLimits};
+use meta169_http::{Answer, PeerHandler, ServerLimits};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,18 +37,14 @@ async fn connect_from(source: &str, server: SocketAddr) -> std::io::Result<tokio
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_source_holding_its_limit_does_not_starve_others() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let limits = ServerLimits {
         max_connections: CAP,
         max_connections_per_source: PER_SOURCE,
         header_read_timeout: Duration::from_secs(30),
         ..ServerLimits::default()
     };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve_direct(listener, Ok200, limits, async {
-        let _ = stopped.await;
-    }));
+    let server = Server::start(Ok200, limits).await;
+    let addr = server.addr;
 
     // The hostile client: ten times the cap, all idle.
     let mut held = Vec::new();
@@ -83,6 +82,5 @@ async fn a_source_holding_its_limit_does_not_starve_others() {
     assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
 
     drop(held);
-    let _ = stop.send(());
-    let _ = server.await;
+    server.stop().await;
 }

@@ -2,10 +2,13 @@
 //! out in one write, and valid requests before a malformed one are always
 //! answered.
 
+mod common;
+
 use bytes::Bytes;
+use common::Server;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use meta169_http::{serve_direct, Answer, PeerHandler, ServerLimits};
+use meta169_http::{Answer, PeerHandler, ServerLimits};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -30,17 +33,16 @@ impl PeerHandler for Ok200 {
     }
 }
 
-async fn answers_to(batched: bool, requests: &'static [u8]) -> Vec<u16> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let limits = ServerLimits {
+fn batching(batched: bool) -> ServerLimits {
+    ServerLimits {
         batch_pipelined_answers: batched,
         ..ServerLimits::default()
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve_direct(listener, Ok200, limits, async {
-        let _ = stopped.await;
-    }));
+    }
+}
+
+async fn answers_to(batched: bool, requests: &'static [u8]) -> Vec<u16> {
+    let server = Server::start(Ok200, batching(batched)).await;
+    let addr = server.addr;
     let text = tokio::task::spawn_blocking(move || {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(CLIENT_PATIENCE)).unwrap();
@@ -51,8 +53,7 @@ async fn answers_to(batched: bool, requests: &'static [u8]) -> Vec<u16> {
     })
     .await
     .unwrap();
-    let _ = stop.send(());
-    let _ = server.await;
+    server.stop().await;
     text.match_indices("HTTP/1.1 ")
         .filter_map(|(at, _)| text.get(at + 9..at + 12)?.parse().ok())
         .collect()
@@ -78,16 +79,8 @@ async fn valid_requests_before_a_malformed_one_are_answered() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pipelined_batch_is_answered_in_one_write() {
     const BATCH: usize = 10;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let limits = ServerLimits {
-        batch_pipelined_answers: true,
-        ..ServerLimits::default()
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve_direct(listener, Ok200, limits, async {
-        let _ = stopped.await;
-    }));
+    let server = Server::start(Ok200, batching(true)).await;
+    let addr = server.addr;
     let first_read = tokio::task::spawn_blocking(move || {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(CLIENT_PATIENCE)).unwrap();
@@ -106,8 +99,7 @@ async fn a_pipelined_batch_is_answered_in_one_write() {
         BATCH,
         "{first_read}"
     );
-    let _ = stop.send(());
-    let _ = server.await;
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -115,16 +107,8 @@ async fn a_slow_answer_does_not_hold_back_the_ones_before_it() {
     const REQUESTS: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n\
 GET /b HTTP/1.1\r\nHost: x\r\n\r\n\
 GET /slow HTTP/1.1\r\nHost: x\r\n\r\n";
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let limits = ServerLimits {
-        batch_pipelined_answers: true,
-        ..ServerLimits::default()
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve_direct(listener, Ok200, limits, async {
-        let _ = stopped.await;
-    }));
+    let server = Server::start(Ok200, batching(true)).await;
+    let addr = server.addr;
     let (early, all) = tokio::task::spawn_blocking(move || {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.write_all(REQUESTS).unwrap();
@@ -159,8 +143,7 @@ GET /slow HTTP/1.1\r\nHost: x\r\n\r\n";
     .await
     .unwrap();
     assert_eq!((early, all), (2, 3));
-    let _ = stop.send(());
-    let _ = server.await;
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
