@@ -6,6 +6,12 @@ use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
 use std::sync::Arc;
 
+/// Seconds a guest is told to wait (`Retry-After`) when the metadata API
+/// cannot be reached: cloud-init 25.1 and later wait that long before
+/// retrying instead of spending its own back-off; the agent reconnects on
+/// the next request, so a short wait is enough.
+pub const UNAVAILABLE_RETRY_AFTER_SECONDS: u32 = 2;
+
 /// An error answer the agent gives itself.
 pub fn error_page(status: StatusCode, message: &str) -> Response {
     let title = format!(
@@ -76,6 +82,13 @@ impl GuestError {
 
 impl IntoResponse for GuestError {
     fn into_response(self) -> Response {
-        error_page(self.status(), &self.to_string())
+        let mut response = error_page(self.status(), &self.to_string());
+        if matches!(self, GuestError::Unreachable) {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(UNAVAILABLE_RETRY_AFTER_SECONDS),
+            );
+        }
+        response
     }
 }

@@ -126,16 +126,35 @@ async fn forwards_with_signed_headers_and_relays_the_answer() {
 
 #[tokio::test]
 async fn upstream_failures_get_neutrons_statuses() {
-    // Nothing listens: 503 with Neutron's message.
-    let closed = format!("http://127.0.0.1:{}", meta169_testkit::free_port());
+    // Nothing listens: 503 with Neutron's message, at once, and a
+    // Retry-After that cloud-init 25.1 and later honour.
+    let port = meta169_testkit::free_port();
+    let closed = format!("http://127.0.0.1:{port}");
     let url = listener(proxy_to(&closed, Duration::from_secs(5))).await;
-    let r = reqwest::get(format!("{url}/openstack")).await.unwrap();
+    let client = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    let r = client.get(format!("{url}/openstack")).send().await.unwrap();
     assert_eq!(r.status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered within the connect timeout, not after it"
+    );
+    assert_eq!(r.headers()["retry-after"], "2");
     assert!(r
         .text()
         .await
         .unwrap()
         .contains("The remote metadata server is temporarily unavailable."));
+    // The API comes back on the same address: the same listener answers
+    // 200 with nothing restarted.
+    let back = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let app = axum::Router::new().fallback(any(|| async { "back" }));
+    tokio::spawn(async move { axum::serve(back, app).await });
+    let r = client.get(format!("{url}/openstack")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "back");
 
     // A status Neutron's agent does not relay: 502, never the raw status.
     let odd = fake_upstream(418, Duration::ZERO).await;
