@@ -5,7 +5,6 @@
 //! the benchmarks are `meta169-bench` (crates/bench).
 
 mod agent;
-mod config;
 mod configdrive;
 mod fd_limit;
 mod instance;
@@ -16,6 +15,7 @@ mod signals;
 mod trace;
 
 use anyhow::Result;
+use meta169::config;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -37,7 +37,12 @@ pub fn load(path: Option<&Path>) -> Result<ConfigFile> {
     tracing::debug!(config = %path.display(), "reading the configuration");
     let text = files::read_text(path, files::MAX_CONFIG_BYTES)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))
+    parse(&text).with_context(|| format!("config file {} is not valid", path.display()))
+}
+
+/// A configuration file's text; unknown keys are refused.
+pub fn parse(text: &str) -> Result<ConfigFile, toml::de::Error> {
+    toml::from_str(text)
 }
 
 /// Open the store at `url` for a command; the message names the store

@@ -28,8 +28,14 @@ pub struct NeutronIni {
 pub fn read_neutron_ini(path: &Path) -> Result<NeutronIni> {
     let text = super::files::read_text(path, super::files::MAX_CONFIG_BYTES)
         .with_context(|| format!("cannot read {}", path.display()))?;
-    let ini = ini::Ini::load_from_str(&text)
-        .with_context(|| format!("{} is not a valid ini file", path.display()))?;
+    parse_neutron_ini(&text, &path.display().to_string())
+}
+
+/// The keys of an ini file's `text` meta169 understands; `origin` names
+/// the file in messages.
+pub fn parse_neutron_ini(text: &str, origin: &str) -> Result<NeutronIni> {
+    let ini = ini::Ini::load_from_str(text)
+        .with_context(|| format!("{origin} is not a valid ini file"))?;
     let get = |section: Option<&str>, key: &str| -> Option<String> {
         ini.section(section)
             .and_then(|s| s.get(key))
@@ -61,8 +67,7 @@ pub fn read_neutron_ini(path: &Path) -> Result<NeutronIni> {
     let ignored = unused_keys(&ini);
     if !ignored.is_empty() {
         tracing::warn!(
-            "{}: meta169 does not use {}; they are ignored (docs/agent.md lists the keys it reads)",
-            path.display(),
+            "{origin}: meta169 does not use {}; they are ignored (docs/agent.md lists the keys it reads)",
             ignored.join(", ")
         );
     }
@@ -166,7 +171,7 @@ fn unused_keys(ini: &ini::Ini) -> Vec<String> {
 
 /// `[metadata_rate_limiting]` of Neutron's ini (oslo.config's spellings:
 /// True/False, `4,6`).
-pub(crate) fn neutron_rate_limit(get: &dyn Fn(&str) -> Option<String>) -> Result<RateLimitSection> {
+pub fn neutron_rate_limit(get: &dyn Fn(&str) -> Option<String>) -> Result<RateLimitSection> {
     fn number<T: std::str::FromStr>(key: &str, text: Option<String>) -> Result<Option<T>> {
         text.map(|t| {
             t.parse::<T>().map_err(|_| {
