@@ -58,14 +58,6 @@ pub fn signed_requester(headers: &HeaderMap, peer: IpAddr) -> IpAddr {
     forwarded_for(headers).ok().flatten().unwrap_or(peer)
 }
 
-fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, ApiError> {
-    let mut found = Found::Absent;
-    for value in headers.get_all(name).iter().take(2) {
-        found.add(value);
-    }
-    found.text(name)
-}
-
 /// A header as found in one pass: absent, once, or more than once.
 #[derive(Clone, Copy)]
 enum Found<'a> {
@@ -94,10 +86,11 @@ impl<'a> Found<'a> {
     }
 }
 
-/// The three signed-mode headers, found in one pass over the request's
-/// headers (three lookups by name cost more on every request).
-fn signed_headers(headers: &HeaderMap) -> [Found<'_>; 3] {
-    let mut found = [Found::Absent; 3];
+/// The identity headers (signed mode's three, then the two network ids),
+/// found in one pass over the request's headers: five lookups by name
+/// cost more on every request.
+fn identity_headers(headers: &HeaderMap) -> [Found<'_>; 5] {
+    let mut found = [Found::Absent; 5];
     for (name, value) in headers {
         let slot = if name == INSTANCE_ID {
             0
@@ -105,6 +98,10 @@ fn signed_headers(headers: &HeaderMap) -> [Found<'_>; 3] {
             1
         } else if name == TENANT_ID {
             2
+        } else if name == OVN_NETWORK_ID {
+            3
+        } else if name == NEUTRON_NETWORK_ID {
+            4
         } else {
             continue;
         };
@@ -120,6 +117,23 @@ fn forwarded_for(headers: &HeaderMap) -> Result<Option<IpAddr>, ApiError> {
 
 fn truncate(s: &str) -> String {
     s.chars().take(MAX_LOGGED_ID_CHARS).collect()
+}
+
+/// The network a haproxy-style proxy names (`X-OVN-Network-ID` or
+/// `X-Neutron-Network-ID`; both must agree); empty counts as absent.
+fn network_header<'a>(ovn: Found<'a>, neutron: Found<'a>) -> Result<Option<&'a str>, ApiError> {
+    let ovn = ovn.text(&OVN_NETWORK_ID)?;
+    let neutron = neutron.text(&NEUTRON_NETWORK_ID)?;
+    let network = match (ovn, neutron) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ApiError::BadHeader(format!(
+                "X-OVN-Network-ID {a:?} and X-Neutron-Network-ID {b:?} disagree."
+            )))
+        }
+        (Some(a), _) | (None, Some(a)) => Some(a),
+        (None, None) => None,
+    };
+    Ok(network.filter(|n| !n.is_empty()))
 }
 
 /// Identify a request from its headers and its TCP peer; signatures are
@@ -147,14 +161,34 @@ pub fn identify<'a>(
         )));
     }
 
-    // Signed mode answers when any of its three headers is there.
-    let [instance_id, signature, project_id] = match settings.signed {
-        true => signed_headers(headers),
-        false => [Found::Absent; 3],
+    // A request naming a network came through a proxy that passes the
+    // guest's other headers on (haproxy): metadata agents send no network
+    // id. Signed headers in it are the guest's, so they are not believed.
+    let found = match settings.signed || settings.by_address {
+        true => identity_headers(headers),
+        false => [Found::Absent; 5],
     };
-    if [instance_id, signature, project_id]
-        .iter()
-        .any(|f| !matches!(f, Found::Absent))
+    let [instance_id, signature, project_id, ovn, neutron] = found;
+    let network = match settings.by_address {
+        true => network_header(ovn, neutron)?,
+        false => None,
+    };
+    if let Some(network_id) = network {
+        let address = forwarded_for(headers)?.ok_or(ApiError::MissingHeader("X-Forwarded-For"))?;
+        return Ok(Caller {
+            identity: Identity::ByAddress {
+                network_id,
+                address,
+            },
+            peer,
+        });
+    }
+
+    // Signed mode answers when any of its three headers is there.
+    if settings.signed
+        && [instance_id, signature, project_id]
+            .iter()
+            .any(|f| !matches!(f, Found::Absent))
     {
         // Nova's checks, in Nova's order.
         let instance_id = instance_id
@@ -184,31 +218,6 @@ pub fn identify<'a>(
             },
             peer,
         });
-    }
-
-    if settings.by_address {
-        let ovn = single(headers, &OVN_NETWORK_ID)?;
-        let neutron = single(headers, &NEUTRON_NETWORK_ID)?;
-        let network = match (ovn, neutron) {
-            (Some(a), Some(b)) if a != b => {
-                return Err(ApiError::BadHeader(format!(
-                    "X-OVN-Network-ID {a:?} and X-Neutron-Network-ID {b:?} disagree."
-                )))
-            }
-            (Some(a), _) | (None, Some(a)) => Some(a),
-            (None, None) => None,
-        };
-        if let Some(network_id) = network.filter(|n| !n.is_empty()) {
-            let address =
-                forwarded_for(headers)?.ok_or(ApiError::MissingHeader("X-Forwarded-For"))?;
-            return Ok(Caller {
-                identity: Identity::ByAddress {
-                    network_id,
-                    address,
-                },
-                peer,
-            });
-        }
     }
 
     if settings.by_source {
@@ -367,6 +376,42 @@ mod tests {
         assert!(matches!(
             identify(&h8, peer, &s),
             Err(ApiError::BadHeader(_))
+        ));
+    }
+
+    #[test]
+    fn signed_headers_next_to_a_network_id_are_the_guests() {
+        // A haproxy sets the network id and passes the guest's headers on:
+        // a guest's (even validly) signed headers for another instance must
+        // not win over the address the proxy vouches for.
+        let s = settings();
+        let peer = LOCAL.parse().unwrap();
+        let other = sign_instance_id(b"s3cret", "other-instance");
+        let h = headers(&[
+            (INSTANCE_ID, "other-instance"),
+            (TENANT_ID, "other-project"),
+            (SIGNATURE, &other),
+            (OVN_NETWORK_ID, "net1"),
+            (FORWARDED_FOR, "10.0.0.7"),
+        ]);
+        assert_eq!(
+            identify(&h, peer, &s).unwrap().identity,
+            Identity::ByAddress {
+                network_id: "net1",
+                address: "10.0.0.7".parse().unwrap()
+            }
+        );
+        // Signed only: the headers are a metadata agent's, as before.
+        let signed_only = IdentitySettings {
+            by_address: false,
+            ..settings()
+        };
+        assert!(matches!(
+            identify(&h, peer, &signed_only).unwrap().identity,
+            Identity::Signed {
+                instance_id: "other-instance",
+                ..
+            }
         ));
     }
 }

@@ -15,8 +15,8 @@ mod signals;
 mod trace;
 
 use anyhow::Result;
-use meta169::config;
 use clap::{Parser, Subcommand};
+use meta169::config;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -6,6 +6,7 @@
 pub mod ovn;
 pub mod postgres;
 pub mod sb;
+pub mod spoof;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
@@ -110,7 +111,6 @@ pub fn wait_for_tcp(addr: SocketAddr, timeout: Duration) -> bool {
     false
 }
 
-/// Wait until `probe` returns true.
 /// One HTTP GET (`Connection: close`) on a fresh connection from `source`,
 /// any local address (a namespace's, or one of loopback's 127/8): the
 /// status (0 when the answer has none) and the body.
@@ -146,6 +146,7 @@ pub fn http_get_from(
     Ok((status, body))
 }
 
+/// Wait until `probe` returns true.
 pub fn wait_until(timeout: Duration, mut probe: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {

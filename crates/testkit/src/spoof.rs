@@ -1,0 +1,248 @@
+//! Hostile requests for the spoofing tests: a guest claiming another
+//! instance's identity with every header trick it has (the other's signed
+//! headers with and without a valid signature, `X-Forwarded-For` lists,
+//! spaces, IPv4-mapped IPv6 and duplicates, network-id headers, letter
+//! case, repeated and folded headers) on plain and encoded paths. The
+//! tests send them from a guest's own address and count what came back.
+
+use rand::seq::SliceRandom;
+use rand::Rng;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// Whom the guest pretends to be.
+pub struct Victim {
+    pub instance_id: String,
+    pub project_id: String,
+    /// `X-Instance-ID-Signature` of the victim's id with the real secret.
+    pub valid_signature: String,
+    /// The victim's addresses (on its own network, maybe equal to the
+    /// guest's on another).
+    pub addresses: Vec<String>,
+    pub network_id: String,
+}
+
+/// Paths whose answers carry the caller's own data, and encoded or
+/// roundabout spellings of them.
+const PATHS: &[&str] = &[
+    "/openstack/latest/meta_data.json",
+    "/openstack/2018-08-27/meta_data.json",
+    "/latest/meta-data/instance-id",
+    "/latest/meta-data/hostname",
+    "/openstack/latest/password",
+    "/2009-04-04/meta-data/instance-id",
+    "/openstack/latest/meta%5Fdata.json",
+    "/%6Fpenstack/latest/meta_data.json",
+    "/openstack/latest/../latest/meta_data.json",
+    "/openstack/latest/%2e%2e/latest/meta_data.json",
+    "//latest/meta-data/instance-id",
+    "/latest//meta-data/hostname",
+    "/latest/meta-data/instance-id?instance=other",
+    "/latest/meta-data/instance-id%00",
+    "/latest/meta-data/hostname/",
+];
+
+/// One hostile request: a path and the guest's headers, in order, some
+/// possibly folded onto the previous line.
+pub struct Attack {
+    pub path: &'static str,
+    pub headers: Vec<(String, String)>,
+    /// Continue the last header on a new line (obsolete line folding).
+    pub folded: Option<String>,
+}
+
+fn random_case(rng: &mut impl Rng, name: &str) -> String {
+    match rng.gen_range(0..4) {
+        0 => name.to_ascii_lowercase(),
+        1 => name.to_ascii_uppercase(),
+        2 => name.to_string(),
+        _ => name
+            .chars()
+            .map(|c| {
+                if rng.gen_bool(0.5) {
+                    c.to_ascii_uppercase()
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            })
+            .collect(),
+    }
+}
+
+/// The victim's address as a guest might spell it.
+fn spelled_address(rng: &mut impl Rng, victim: &Victim) -> String {
+    let address = victim
+        .addresses
+        .choose(rng)
+        .cloned()
+        .unwrap_or_else(|| "10.0.0.1".into());
+    let mapped = match address.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => format!("::ffff:{v4}"),
+        _ => address.clone(),
+    };
+    match rng.gen_range(0..7) {
+        0 => address,
+        1 => format!(" {address} "),
+        2 => mapped,
+        3 => format!("{address}, {address}"),
+        4 => format!("{address},10.255.255.254"),
+        5 => format!("10.255.255.254, {address}"),
+        _ => format!("{address}:8080"),
+    }
+}
+
+/// A random hostile request against `victim`.
+pub fn attack(rng: &mut impl Rng, victim: &Victim) -> Attack {
+    let mut headers = Vec::new();
+    let tricks = rng.gen_range(1..=4);
+    for _ in 0..tricks {
+        let (name, value) = match rng.gen_range(0..8) {
+            0 | 1 => {
+                let signature = match rng.gen_range(0..3) {
+                    0 => victim.valid_signature.clone(),
+                    1 => "0".repeat(64),
+                    _ => victim.valid_signature.to_ascii_uppercase(),
+                };
+                headers.push((random_case(rng, "X-Tenant-ID"), victim.project_id.clone()));
+                headers.push((random_case(rng, "X-Instance-ID-Signature"), signature));
+                ("X-Instance-ID", victim.instance_id.clone())
+            }
+            2 | 3 => ("X-Forwarded-For", spelled_address(rng, victim)),
+            4 => ("X-OVN-Network-ID", victim.network_id.clone()),
+            5 => ("X-Neutron-Network-ID", victim.network_id.clone()),
+            6 => ("X-Instance-ID", format!(" {} ", victim.instance_id)),
+            _ => ("Forwarded", format!("for={}", spelled_address(rng, victim))),
+        };
+        let name = random_case(rng, name);
+        // Sometimes the same header twice.
+        if rng.gen_bool(0.2) {
+            headers.push((name.clone(), value.clone()));
+        }
+        headers.push((name, value));
+    }
+    headers.shuffle(rng);
+    let folded = rng
+        .gen_bool(0.05)
+        .then(|| victim.addresses.first().cloned().unwrap_or_default());
+    Attack {
+        path: PATHS.choose(rng).copied().unwrap_or("/"),
+        headers,
+        folded,
+    }
+}
+
+impl Attack {
+    /// The request's bytes, the guest's headers first and then `appended`
+    /// (what a proxy between guest and server adds).
+    pub fn request(&self, method: &str, host: &str, appended: &[(String, String)]) -> Vec<u8> {
+        let mut text = format!("{method} {} HTTP/1.1\r\nHost: {host}\r\n", self.path);
+        for (name, value) in &self.headers {
+            text.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if let Some(fold) = &self.folded {
+            text.push_str(&format!(" {fold}\r\n"));
+        }
+        for (name, value) in appended {
+            text.push_str(&format!("{name}: {value}\r\n"));
+        }
+        let body = if method == "POST" { "spoofed" } else { "" };
+        text.push_str(&format!(
+            "Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ));
+        text.into_bytes()
+    }
+}
+
+/// Send `request` from `source` (any local address: one of loopback's
+/// 127/8, or the calling thread's namespace's) to `target` on a fresh
+/// connection and read to the end: (status, body), status 0 when the
+/// answer has none.
+pub fn send_from(
+    source: Option<IpAddr>,
+    target: SocketAddr,
+    request: &[u8],
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(target),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    if let Some(source) = source {
+        socket.bind(&SocketAddr::new(source, 0).into())?;
+    }
+    socket.connect_timeout(&target.into(), timeout)?;
+    let mut stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(timeout))?;
+    stream.write_all(request)?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    let text = String::from_utf8_lossy(&answer);
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// What a run of attacks got back.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tally {
+    pub sent: usize,
+    /// 200 with the guest's own data.
+    pub own: usize,
+    /// Another 200 (neither's markers).
+    pub other: usize,
+    /// Refused: 4xx or 5xx.
+    pub refused: usize,
+    /// Any answer carrying one of the victim's markers: must stay 0.
+    pub crossed: usize,
+    /// No HTTP answer at all (connection closed on a malformed head).
+    pub closed: usize,
+}
+
+impl Tally {
+    /// Count one answer: `own` and `victim` are markers only the guest's
+    /// and only the victim's data contain.
+    pub fn add(&mut self, answer: &std::io::Result<(u16, String)>, own: &[&str], victim: &[&str]) {
+        self.sent += 1;
+        match answer {
+            Ok((status, body)) => {
+                if victim.iter().any(|m| body.contains(m)) {
+                    self.crossed += 1;
+                } else if *status == 200 && own.iter().any(|m| body.contains(m)) {
+                    self.own += 1;
+                } else if *status == 200 {
+                    self.other += 1;
+                } else if *status == 0 {
+                    self.closed += 1;
+                } else {
+                    self.refused += 1;
+                }
+            }
+            Err(_) => self.closed += 1,
+        }
+    }
+
+    pub fn merge(&mut self, other: Tally) {
+        self.sent += other.sent;
+        self.own += other.own;
+        self.other += other.other;
+        self.refused += other.refused;
+        self.crossed += other.crossed;
+        self.closed += other.closed;
+    }
+}
+
+impl std::fmt::Display for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} sent: {} answered with the guest's own data, {} other 200s, {} refused, {} closed unanswered, {} crossed to the other instance",
+            self.sent, self.own, self.other, self.refused, self.closed, self.crossed
+        )
+    }
+}
