@@ -12,7 +12,7 @@
 mod common;
 
 use meta169_testkit::spoof::{self, Tally, Victim};
-use meta169_testkit::{free_port, temp_dir};
+use meta169_testkit::temp_dir;
 use rand::{Rng, SeedableRng};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
