@@ -9,10 +9,19 @@ mod common;
 use common::{network_id, Api, T};
 use meta169_agent::{Agent, AgentSettings, BridgeMode};
 use meta169_testkit::ovn::{OvnStack, OvnVm};
+use meta169_testkit::spoof;
 use meta169_testkit::{temp_dir, wait_until};
 use serde_json::Value;
 use std::process::Command;
 use std::time::Duration;
+
+/// The metadata address the VMs reach through their DHCP route.
+const METADATA: std::net::SocketAddr = std::net::SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::new(169, 254, 169, 254),
+    80,
+));
+/// Hostile requests from VM A claiming VM B.
+const SPOOF_REQUESTS: usize = 10_000;
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()
@@ -122,6 +131,59 @@ async fn cloud_init_reads_metadata_through_real_ovn() {
         read["openstack"]["metadata"]["uuid"], inst_b,
         "same IP, other network, other instance"
     );
+
+    // Spoofing, measured: each VM posts its password, then VM A (10.0.0.5
+    // on network A) claims instance B (10.0.0.5 on network B) with every
+    // header trick, 10,000 times. Nothing of B's may come back.
+    for (vm, password) in [(&vm_a, "guest-a-password"), (&vm_b, "victim-b-password")] {
+        let ns = vm.ns.name.clone();
+        let status = blocking(move || {
+            meta169_agent::netns::run_in(&ns, move || {
+                spoof::send_from(
+                    None,
+                    METADATA,
+                    format!("POST /openstack/latest/password HTTP/1.1\r\nHost: 169.254.169.254\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{password}", password.len()).as_bytes(),
+                    Duration::from_secs(10),
+                )
+            })
+        })
+        .await
+        .unwrap()
+        .0;
+        assert_eq!(status, 200);
+    }
+    let victim = std::sync::Arc::new(spoof::Victim {
+        instance_id: inst_b.into(),
+        project_id: "proj-e2e".into(),
+        valid_signature: common::signature(inst_b),
+        addresses: vec!["10.0.0.5".into()],
+        network_id: net_b.clone(),
+    });
+    let ns = vm_a.ns.name.clone();
+    let tally = blocking(move || {
+        meta169_agent::netns::run_in(&ns, move || {
+            let barrage = spoof::Barrage {
+                target: METADATA,
+                source: None,
+                count: SPOOF_REQUESTS,
+                threads: 4,
+                seed: u64::from(std::process::id()),
+                post_share: 0.1,
+                removed: Vec::new(),
+                appended: Vec::new(),
+            };
+            Ok(barrage.run(
+                &victim,
+                &["vm-a.novalocal", "guest-a-password"],
+                &["vm-b", "victim-b-password"],
+            ))
+        })
+    })
+    .await
+    .unwrap();
+    println!("through the agent: {tally}");
+    assert_eq!(tally.crossed, 0, "{tally}");
+    assert!(tally.own > 0, "{tally}");
 
     // A new VM port bound later is served without restarting anything.
     stack.add_vm_port(

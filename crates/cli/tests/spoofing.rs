@@ -13,8 +13,7 @@ mod common;
 
 use meta169_testkit::spoof::{self, Tally, Victim};
 use meta169_testkit::temp_dir;
-use rand::{Rng, SeedableRng};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -65,56 +64,32 @@ enum Route {
 }
 
 fn run(target: SocketAddr, way: Route, count: usize, seed: u64) -> Tally {
-    let victim = Victim {
+    let victim = std::sync::Arc::new(Victim {
         instance_id: VICTIM.into(),
         project_id: "project-b".into(),
         valid_signature: meta169_http::signing::sign_instance_id(SECRET.as_bytes(), VICTIM),
         addresses: vec![VICTIM_SOURCE.into(), SHARED_ADDRESS.into()],
         network_id: NETWORK_B.into(),
+    });
+    let mut barrage = spoof::Barrage {
+        target,
+        source: Some(GUEST_SOURCE.parse().unwrap()),
+        count,
+        threads: THREADS,
+        seed,
+        post_share: POST_SHARE,
+        removed: Vec::new(),
+        appended: Vec::new(),
     };
-    let victim = std::sync::Arc::new(victim);
-    let threads: Vec<_> = (0..THREADS)
-        .map(|t| {
-            let victim = victim.clone();
-            std::thread::spawn(move || {
-                let mut rng = rand::rngs::StdRng::seed_from_u64(seed + t as u64);
-                let mut tally = Tally::default();
-                let (source, appended): (IpAddr, Vec<(String, String)>) = match way {
-                    Route::Direct => (GUEST_SOURCE.parse().unwrap(), Vec::new()),
-                    Route::Haproxy => (
-                        PROXY_SOURCE.parse().unwrap(),
-                        vec![
-                            ("X-OVN-Network-ID".into(), NETWORK_A.into()),
-                            ("X-Forwarded-For".into(), SHARED_ADDRESS.into()),
-                        ],
-                    ),
-                };
-                for _ in 0..count / THREADS {
-                    let mut attack = spoof::attack(&mut rng, &victim);
-                    if matches!(way, Route::Haproxy) {
-                        attack
-                            .headers
-                            .retain(|(name, _)| !name.eq_ignore_ascii_case("X-OVN-Network-ID"));
-                    }
-                    let method = if rng.gen_bool(POST_SHARE) {
-                        "POST"
-                    } else {
-                        "GET"
-                    };
-                    let request = attack.request(method, "169.254.169.254", &appended);
-                    let answer =
-                        spoof::send_from(Some(source), target, &request, Duration::from_secs(10));
-                    tally.add(&answer, OWN, THEIRS);
-                }
-                tally
-            })
-        })
-        .collect();
-    let mut tally = Tally::default();
-    for thread in threads {
-        tally.merge(thread.join().unwrap());
+    if let Route::Haproxy = way {
+        barrage.source = Some(PROXY_SOURCE.parse().unwrap());
+        barrage.removed = vec!["X-OVN-Network-ID"];
+        barrage.appended = vec![
+            ("X-OVN-Network-ID".into(), NETWORK_A.into()),
+            ("X-Forwarded-For".into(), SHARED_ADDRESS.into()),
+        ];
     }
-    tally
+    barrage.run(&victim, OWN, THEIRS)
 }
 
 fn serve(dir: &Path, name: &str, identity: &str) -> (meta169_testkit::Process, SocketAddr) {

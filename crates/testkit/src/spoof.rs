@@ -246,3 +246,69 @@ impl std::fmt::Display for Tally {
         )
     }
 }
+
+/// A run of attacks against one target, from several threads (spawned
+/// from the calling thread, so inside its network namespace).
+pub struct Barrage {
+    pub target: SocketAddr,
+    /// The address to send from; `None`: the namespace's own.
+    pub source: Option<IpAddr>,
+    pub count: usize,
+    pub threads: usize,
+    /// Each thread's generator starts from `seed + its number`.
+    pub seed: u64,
+    /// Share of the attacks sent as POSTs (password writes).
+    pub post_share: f64,
+    /// Guest headers a proxy on the way removes (any letter case).
+    pub removed: Vec<&'static str>,
+    /// Headers a proxy on the way appends after the guest's.
+    pub appended: Vec<(String, String)>,
+}
+
+impl Barrage {
+    /// Send the attacks; count answers by the guest's (`own`) and the
+    /// victim's (`theirs`) markers.
+    pub fn run(
+        &self,
+        victim: &std::sync::Arc<Victim>,
+        own: &'static [&'static str],
+        theirs: &'static [&'static str],
+    ) -> Tally {
+        use rand::SeedableRng;
+        let per_thread = self.count.div_ceil(self.threads.max(1));
+        let threads: Vec<_> = (0..self.threads.max(1))
+            .map(|t| {
+                let victim = victim.clone();
+                let (target, source, post_share) = (self.target, self.source, self.post_share);
+                let (removed, appended) = (self.removed.clone(), self.appended.clone());
+                let seed = self.seed + t as u64;
+                std::thread::spawn(move || {
+                    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+                    let mut tally = Tally::default();
+                    for _ in 0..per_thread {
+                        let mut attack = attack(&mut rng, &victim);
+                        attack.headers.retain(|(name, _)| {
+                            !removed.iter().any(|r| name.eq_ignore_ascii_case(r))
+                        });
+                        let method = if rng.gen_bool(post_share) {
+                            "POST"
+                        } else {
+                            "GET"
+                        };
+                        let request = attack.request(method, "169.254.169.254", &appended);
+                        let answer = send_from(source, target, &request, Duration::from_secs(10));
+                        tally.add(&answer, own, theirs);
+                    }
+                    tally
+                })
+            })
+            .collect();
+        let mut tally = Tally::default();
+        for thread in threads {
+            if let Ok(t) = thread.join() {
+                tally.merge(t);
+            }
+        }
+        tally
+    }
+}
