@@ -50,6 +50,11 @@ pub async fn listen_in(
         Err(e) => return Err(AgentError::io(format!("binding {addr} in {ns}"), e)),
     };
     let listener = tokio::net::TcpListener::from_std(bound).map_err(AgentError::Netlink)?;
+    // Session-token answers carry a hop limit for the guest's link only.
+    let limits = ServerLimits {
+        honour_hop_limits: true,
+        ..limits
+    };
     Ok(tokio::spawn(meta169_http::serve(
         listener,
         guest_service(proxy, Arc::from(network)),

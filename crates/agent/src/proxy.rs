@@ -6,6 +6,7 @@ use crate::guest_error::GuestError;
 use crate::index::{Guests, Index, Target};
 use crate::metrics::{AgentMetrics, UpstreamFailure};
 use crate::ratelimit::{RateLimiter, RateLimits};
+use crate::settings::DEFAULT_TOKEN_HOP_LIMIT;
 use crate::upstream::{SendError, Upstream, UpstreamClient, UpstreamError};
 use axum::body::Body;
 use axum::extract::Request;
@@ -17,6 +18,7 @@ use meta169_http::body::BodyError;
 use meta169_http::headers::{
     FORWARDED_FOR, INSTANCE_ID, METADATA_TOKEN, METADATA_TOKEN_TTL, SIGNATURE, TENANT_ID,
 };
+use meta169_http::hop_limit::HopLimit;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +38,7 @@ pub struct Proxy {
     rate_limiter: Option<Arc<RateLimiter>>,
     metrics: Arc<AgentMetrics>,
     access_log: AccessLog,
+    token_hop_limit: Option<HopLimit>,
 }
 
 impl Proxy {
@@ -49,7 +52,15 @@ impl Proxy {
             rate_limiter: None,
             metrics: Arc::new(AgentMetrics::new()),
             access_log: AccessLog::default(),
+            token_hop_limit: Some(HopLimit(DEFAULT_TOKEN_HOP_LIMIT)),
         })
+    }
+
+    /// Send session-token answers with this IP TTL / hop limit (`None`:
+    /// the system's default); namespace listeners apply it.
+    pub fn with_token_hop_limit(mut self, hops: Option<u8>) -> Proxy {
+        self.token_hop_limit = hops.map(HopLimit);
+        self
     }
 
     /// Refuse guests over these request rates with 429, as Neutron's
@@ -124,6 +135,7 @@ impl Proxy {
         guest: IpAddr,
     ) -> Result<Response, GuestError> {
         let (parts, body) = request.into_parts();
+        let token_request = parts.method == http::Method::PUT;
         // Most guest requests are GETs without a body: skip collecting.
         let body = if http_body::Body::size_hint(&body).exact() == Some(0) {
             Bytes::new()
@@ -199,6 +211,9 @@ impl Proxy {
         }
         if let Some(ttl) = answer.token_ttl {
             response.headers_mut().insert(METADATA_TOKEN_TTL, ttl);
+            if let (true, Some(hops)) = (token_request, self.token_hop_limit) {
+                response.extensions_mut().insert(hops);
+            }
         }
         Ok(response)
     }

@@ -127,6 +127,7 @@ impl Agent {
             proxy = proxy.with_rate_limits(limits.clone());
         }
         proxy = proxy
+            .with_token_hop_limit(settings.token_hop_limit)
             .with_access_log(settings.access_log)
             .with_metrics(health.metrics.clone());
         let proxy = Arc::new(proxy);

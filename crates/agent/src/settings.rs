@@ -36,6 +36,10 @@ pub const DEFAULT_SB_CFG_MAX_DELAY: Duration = Duration::from_secs(3);
 pub const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(60);
 /// The haproxy socket's mode when none is configured (Neutron's `user`).
 pub const DEFAULT_HAPROXY_SOCKET_MODE: u32 = 0o644;
+/// The IP TTL / hop limit of session-token answers at the guest
+/// listeners: AWS's default `HttpPutResponseHopLimit`, so a container or
+/// proxy inside the guest (one routed hop further) never receives a token.
+pub const DEFAULT_TOKEN_HOP_LIMIT: u8 = 1;
 
 #[derive(Clone, Debug)]
 pub struct AgentSettings {
@@ -66,6 +70,9 @@ pub struct AgentSettings {
     pub rate_limits: Option<RateLimits>,
     /// Which guest requests get a log line.
     pub access_log: AccessLog,
+    /// IP TTL / hop limit of session-token answers at the namespace
+    /// listeners; `None` leaves the system's default.
+    pub token_hop_limit: Option<u8>,
 }
 
 impl AgentSettings {
@@ -86,6 +93,7 @@ impl AgentSettings {
             resync_interval: DEFAULT_RESYNC_INTERVAL,
             rate_limits: None,
             access_log: AccessLog::default(),
+            token_hop_limit: Some(DEFAULT_TOKEN_HOP_LIMIT),
         }
     }
 

@@ -350,3 +350,165 @@ async fn the_agent_waits_for_a_southbound_that_starts_late() {
         .unwrap();
     assert!(agent.is_ok(), "{:?}", agent.err());
 }
+
+/// Packets from 169.254.169.254:80 seen by tcpdump (`-v -A`) in a VM:
+/// (IP TTL, the packet's text), data-carrying packets only.
+fn server_packets(capture: &str) -> Vec<(u8, String)> {
+    let mut packets: Vec<(u8, String)> = Vec::new();
+    let mut current: Option<(u8, String)> = None;
+    for line in capture.lines() {
+        let starts_packet =
+            line.chars().next().is_some_and(|c| c.is_ascii_digit()) && line.contains(" IP (");
+        if starts_packet {
+            packets.extend(current.take());
+            let ttl = line
+                .split("ttl ")
+                .nth(1)
+                .and_then(|rest| rest.split(',').next())
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0);
+            current = Some((ttl, String::new()));
+        } else if let Some((_, text)) = current.as_mut() {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    packets.extend(current);
+    packets
+        .into_iter()
+        .filter(|(_, text)| text.contains("169.254.169.254.80 >") && !text.contains("length 0"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_answers_leave_with_hop_limit_one() {
+    let dir = temp_dir();
+    let sb_server = OvsdbServer::start("sb", OVN_SB_SCHEMA, dir.path());
+    let sb = Sb::connect(&sb_server.remote()).await;
+    let api = Api::start().await;
+    let bridge = LinuxBridge::new();
+    let net = network_id();
+    let vm_uuid = format!("{}-vm", &net[..8]);
+    api.add(&vm_uuid, "proj-1", "vm-hops").await;
+    let me = sb.chassis(CHASSIS).await;
+    sb.sb_global(1).await;
+    let dp = sb.datapath(&net, 1).await;
+    sb.metadata_port(&net, &dp, "fa:16:3e:aa:00:02", "10.0.0.2/24", 1)
+        .await;
+    sb.vm_port(
+        "vm-port-hops",
+        &dp,
+        "fa:16:3e:00:00:05",
+        "10.0.0.5",
+        &vm_uuid,
+        "proj-1",
+        Some(&me),
+        2,
+    )
+    .await;
+    let vm = Vm::new("hops", "fa:16:3e:00:00:05", "10.0.0.5/24", "10.0.0.2");
+    bridge.attach(&vm.host_if);
+    let agent = Agent::start(settings(&sb_server, &api, &bridge))
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(agent.run(async {
+        let _ = stopped.await;
+    }));
+    let ns_name = vm.ns.name.clone();
+    let request = |text: String| {
+        let ns = ns_name.clone();
+        blocking(move || {
+            meta169_agent::netns::run_in(&ns, move || {
+                meta169_testkit::spoof::send_from(
+                    None,
+                    "169.254.169.254:80".parse().unwrap(),
+                    text.as_bytes(),
+                    Duration::from_secs(5),
+                )
+            })
+            .unwrap_or((0, String::new()))
+        })
+    };
+    let get_hostname = || {
+        request("GET /latest/meta-data/hostname HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n".into())
+    };
+    let mut answer = (0, String::new());
+    for _ in 0..100 {
+        answer = get_hostname().await;
+        if answer.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(answer, (200, "vm-hops.novalocal".to_string()));
+
+    // Capture inside the guest while it takes a token and reads a value.
+    let mut tcpdump = vm.ns.command("tcpdump");
+    tcpdump.args([
+        "-i",
+        &vm.guest_if,
+        "-n",
+        "-v",
+        "-A",
+        "-l",
+        "tcp src port 80",
+    ]);
+    let mut capture = meta169_testkit::Process::start("tcpdump", tcpdump, dir.path());
+    let log = dir.path().join("tcpdump.log");
+    assert!(
+        blocking({
+            let log = log.clone();
+            move || {
+                wait_until(T, || {
+                    meta169_testkit::read_log(&log).contains("listening on")
+                })
+            }
+        })
+        .await,
+        "tcpdump did not start: {}",
+        meta169_testkit::read_log(&log)
+    );
+    let (status, token) = request(
+        "PUT /latest/api/token HTTP/1.1\r\nHost: 169.254.169.254\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
+    )
+    .await;
+    assert_eq!(status, 200, "{token}");
+    let (status, body) = request(format!(
+        "GET /latest/meta-data/hostname HTTP/1.1\r\nHost: 169.254.169.254\r\nX-aws-ec2-metadata-token: {token}\r\nConnection: close\r\n\r\n"
+    ))
+    .await;
+    assert_eq!((status, body.as_str()), (200, "vm-hops.novalocal"));
+    let packets = blocking({
+        let log = log.clone();
+        move || {
+            let mut packets = Vec::new();
+            wait_until(T, || {
+                packets = server_packets(&meta169_testkit::read_log(&log));
+                packets.iter().any(|(_, t)| t.contains("vm-hops.novalocal"))
+            });
+            packets
+        }
+    })
+    .await;
+    capture.stop();
+    let token_packets: Vec<u8> = packets
+        .iter()
+        .filter(|(_, t)| {
+            t.to_ascii_lowercase()
+                .contains("x-aws-ec2-metadata-token-ttl-seconds")
+        })
+        .map(|(ttl, _)| *ttl)
+        .collect();
+    let other_packets: Vec<u8> = packets
+        .iter()
+        .filter(|(_, t)| t.contains("vm-hops.novalocal"))
+        .map(|(ttl, _)| *ttl)
+        .collect();
+    assert_eq!(token_packets, [1], "the token answer's TTL: {packets:?}");
+    assert_eq!(other_packets, [64], "an ordinary answer's TTL: {packets:?}");
+
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    let _ = meta169_agent::netns::delete(&format!("ovnmeta-{net}"));
+}

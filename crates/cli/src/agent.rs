@@ -184,6 +184,12 @@ fn resolve(args: &AgentArgs) -> Result<(AgentSettings, String)> {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATUS_SOCKET)),
     );
     s.ipv6 = toml.ipv6.unwrap_or(true);
+    // 0 leaves the system's default TTL.
+    s.token_hop_limit = match toml.token_hop_limit {
+        Some(0) => None,
+        Some(hops) => Some(hops),
+        None => s.token_hop_limit,
+    };
     s.rate_limits = toml.rate_limit.or(&neutron.rate_limit).limits()?;
     if let Some(level) = &toml.access_log {
         s.access_log = level

@@ -2,7 +2,7 @@
 //! names ([`headers`]), guest addresses ([`address`]), MACs and EUI-64
 //! ([`mac`]) and the proxy signature ([`signing`]); with the default
 //! `server` feature also the bounded HTTP/1 listener for TCP and UNIX
-//! sockets ([`listener`]) and its sockets ([`bind`]), bounded body reads ([`body`]) and CA bundles
+//! sockets ([`listener`]) and its sockets ([`bind`], [`hop_limit`]), bounded body reads ([`body`]) and CA bundles
 //! ([`ca`]), and the operations listener ([`ops`]: metrics, health,
 //! readiness). The pure crates (the tree, the store) use the first part only.
 
@@ -23,6 +23,8 @@ pub mod body;
 pub mod ca;
 #[cfg(feature = "server")]
 mod head_timeout;
+#[cfg(feature = "server")]
+pub mod hop_limit;
 #[cfg(feature = "server")]
 pub mod listener;
 #[cfg(feature = "server")]

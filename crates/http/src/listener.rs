@@ -6,6 +6,7 @@
 
 use crate::batch::Batch;
 use crate::head_timeout::{HeadClock, HeadTimeout};
+use crate::hop_limit::{HopControl, HopLimit};
 use crate::log_throttle;
 use crate::per_source::PerSource;
 use hyper::body::Incoming;
@@ -48,6 +49,9 @@ pub struct ServerLimits {
     /// write ([`crate::batch`]): what makes a pipelining proxy (meta169's
     /// agent) cheap to serve. For listeners whose callers are proxies.
     pub batch_pipelined_answers: bool,
+    /// Set a TCP connection's hop limit when an answer asks for one
+    /// ([`crate::hop_limit`]; costs a duplicated descriptor per connection).
+    pub honour_hop_limits: bool,
 }
 
 /// A guest's connections at once: cloud-init uses one, a few tools at
@@ -67,6 +71,7 @@ impl Default for ServerLimits {
             unlimited_sources: Vec::new(),
             body_read_timeout: Duration::from_secs(10),
             batch_pipelined_answers: false,
+            honour_hop_limits: false,
         }
     }
 }
@@ -146,6 +151,11 @@ pub trait Accept: Send + 'static {
 
     /// The next connection and its peer.
     fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Stream, SocketAddr)>> + Send;
+
+    /// A handle to set `stream`'s hop limit, where that means something.
+    fn hop_control(&self, _stream: &Self::Stream, _peer: SocketAddr) -> Option<HopControl> {
+        None
+    }
 }
 
 impl Accept for tokio::net::TcpListener {
@@ -156,6 +166,10 @@ impl Accept for tokio::net::TcpListener {
         // Answers are small and whole: send them at once.
         let _ = stream.set_nodelay(true);
         Ok((stream, peer))
+    }
+
+    fn hop_control(&self, stream: &Self::Stream, peer: SocketAddr) -> Option<HopControl> {
+        HopControl::of(stream, peer)
     }
 }
 
@@ -216,13 +230,18 @@ pub async fn serve_direct(
         };
         let handler = handler.clone();
         let limits = limits.clone();
+        let hops = match limits.honour_hop_limits {
+            true => listener.hop_control(&stream, peer).map(Arc::new),
+            false => None,
+        };
         tokio::spawn(async move {
             let clock = HeadClock::new();
+            let connection = Connection { clock, peer, hops };
             if limits.batch_pipelined_answers {
-                let io = TokioIo::new(Batch::new(stream, clock.clone()));
-                serve_connection(io, clock, peer, handler, &limits).await;
+                let io = TokioIo::new(Batch::new(stream, connection.clock.clone()));
+                serve_connection(io, connection, handler, &limits).await;
             } else {
-                serve_connection(TokioIo::new(stream), clock, peer, handler, &limits).await;
+                serve_connection(TokioIo::new(stream), connection, handler, &limits).await;
             }
             drop(slot);
             drop(permit);
@@ -249,27 +268,41 @@ fn missing_host(request: &http::Request<Incoming>) -> Option<Answer> {
     Some(answer)
 }
 
+/// What one accepted connection carries besides its stream.
+struct Connection {
+    clock: Arc<HeadClock>,
+    peer: SocketAddr,
+    /// Set when the listener honours answers' hop limits.
+    hops: Option<Arc<HopControl>>,
+}
+
 /// Serve one accepted connection.
 async fn serve_connection<I>(
     io: I,
-    clock: Arc<HeadClock>,
-    peer: SocketAddr,
+    connection: Connection,
     handler: impl PeerHandler,
     limits: &ServerLimits,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let Connection { clock, peer, hops } = connection;
     let io = HeadTimeout::new(io, clock.clone(), limits.header_read_timeout);
     let handler_clock = clock.clone();
     let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
         let handler = handler.clone();
         let clock = handler_clock.clone();
+        let hops = hops.clone();
         clock.begin();
         async move {
             let answer = match missing_host(&request) {
                 Some(refusal) => refusal,
                 None => handler.handle(request, peer).await,
             };
+            if let Some(hops) = &hops {
+                if let Some(limit) = answer.extensions().get::<HopLimit>() {
+                    hops.apply(*limit);
+                }
+            }
             clock.end();
             Ok::<_, std::convert::Infallible>(answer)
         }

@@ -39,6 +39,9 @@ pub struct AgentSection {
     /// Guest requests logged: off, errors, all.
     pub access_log: Option<String>,
     pub ipv6: Option<bool>,
+    /// IP TTL / hop limit of session-token answers (default 1; 0: the
+    /// system's default).
+    pub token_hop_limit: Option<u8>,
     /// Neutron's `[metadata_rate_limiting]`, same key names.
     pub rate_limit: RateLimitSection,
 }

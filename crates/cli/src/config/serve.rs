@@ -169,6 +169,7 @@ impl ServeSection {
             max_connections_per_source: self.limits.max_connections_per_source,
             unlimited_sources: Vec::new(),
             batch_pipelined_answers: false,
+            honour_hop_limits: false,
         }
     }
 
