@@ -7,6 +7,7 @@ pub mod admin;
 pub mod cache;
 pub mod error;
 pub mod identity;
+mod instance_identity;
 pub mod metadata;
 pub mod metrics;
 pub mod password;

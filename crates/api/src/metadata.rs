@@ -483,6 +483,11 @@ async fn serve(
         MetadataPath::Item(segments) => segments,
         MetadataPath::Root => unreachable!("answered above"),
     };
+    let guest =
+        || requester.unwrap_or_else(|| signed_requester(&request.headers, canonical_ip(peer)));
+    if let Some(answer) = crate::instance_identity::answer(&loaded, &segments, guest) {
+        return answer;
+    }
     let entry = loaded
         .tree
         .lookup(&segments)
@@ -500,11 +505,7 @@ async fn serve(
             body.extend_from_slice(after);
             plain(entry.content_type, body.freeze())
         }
-        Body::RequesterAddress => {
-            let requester =
-                requester.unwrap_or_else(|| signed_requester(&request.headers, canonical_ip(peer)));
-            plain(entry.content_type, requester.to_string())
-        }
+        Body::RequesterAddress => plain(entry.content_type, guest().to_string()),
         Body::VendorData2 => {
             let doc = loaded
                 .vendor_data2

@@ -70,6 +70,38 @@ async fn every_ec2_path_of_two_versions() {
             "i-00000042"
         );
     }
+    // EC2's instance identity document (cloud-init's AWS mode reads it),
+    // under every version but not in Nova's version listing above.
+    for version in ["latest", "2009-04-04"] {
+        assert_eq!(
+            api.ok(&format!("/{version}/dynamic/")).await,
+            "instance-identity/"
+        );
+        assert_eq!(
+            api.ok(&format!("/{version}/dynamic/instance-identity/"))
+                .await,
+            "document"
+        );
+        let doc: Value = serde_json::from_str(
+            &api.ok(&format!("/{version}/dynamic/instance-identity/document"))
+                .await,
+        )
+        .unwrap();
+        assert_eq!(doc["instanceId"], "i-00000042");
+        assert_eq!(doc["accountId"], i.project_id.as_str());
+        assert_eq!(doc["availabilityZone"], "nova");
+        assert_eq!(doc["imageId"], "ami-0000001a");
+        assert_eq!(doc["instanceType"], "m1.small");
+        assert_eq!(doc["privateIp"], "127.0.0.1");
+    }
+    for missing in [
+        "/latest/dynamic/instance-identity/pkcs7",
+        "/latest/dynamic/other",
+        "/1999-01-01/dynamic/instance-identity/document",
+        "/openstack/latest/dynamic/instance-identity/document",
+    ] {
+        assert_eq!(api.get(missing).await.0, 404, "{missing}");
+    }
     assert!(api.ok("/latest/meta-data/placement/").await == "availability-zone");
     assert_eq!(
         api.get("/2007-12-15/meta-data/placement/availability-zone")
