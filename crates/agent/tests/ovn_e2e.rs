@@ -2,7 +2,9 @@
 //! Neutron writes it, ovn-northd and ovn-controller doing their part, the
 //! agent plugging its veths into the integration bridge over OVSDB, VMs
 //! getting their address and the 169.254.169.254 route from OVN's own
-//! DHCP, and cloud-init's own reader fetching each VM's metadata.
+//! DHCP, cloud-init's own readers fetching each VM's metadata (OpenStack,
+//! and EC2 in its AWS mode with a session token), and 10,000 spoofing
+//! attempts from one VM at another with the same address on another network.
 
 mod common;
 
@@ -122,6 +124,23 @@ async fn cloud_init_reads_metadata_through_real_ovn() {
     // The EC2 crawl from cloud-init's fixed address works too; the record has
     // no ports, so local-ipv4 is the guest address the agent forwarded.
     assert_eq!(read["openstack"]["ec2-metadata"]["local-ipv4"], "10.0.0.5");
+    // cloud-init's EC2 datasource in its AWS mode: a session token through
+    // the agent (its answer sent with TTL 1, which reaches the VM on its
+    // own logical switch), then everything read with it.
+    let (vm_a, aws) = blocking(move || {
+        let out = meta169_testkit::python(
+            &meta169_testkit::clients_dir().join("cloudinit_ec2_aws.py"),
+            &["http://169.254.169.254"],
+            Some(&vm_a.ns),
+        );
+        (vm_a, out)
+    })
+    .await;
+    let aws: Value = serde_json::from_str(aws.trim()).unwrap_or_else(|e| panic!("{e}: {aws}"));
+    assert_eq!(aws["found"], true, "{aws}");
+    assert_eq!(aws["token"], true, "{aws}");
+    assert_eq!(aws["hostname"], "vm-a.novalocal", "{aws}");
+    assert_eq!(aws["identity"]["privateIp"], "10.0.0.5", "{aws}");
     let (vm_b, read) = blocking(move || {
         let r = vm_b.cloud_init_read();
         (vm_b, r)
