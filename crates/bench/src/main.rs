@@ -7,6 +7,7 @@ mod agent;
 mod api;
 mod cache;
 mod configdrive;
+mod crowd;
 mod measure;
 mod ovsdb;
 mod pinned;
@@ -45,6 +46,9 @@ enum Command {
     Ovsdb(ovsdb::OvsdbBenchArgs),
     /// The per-guest rate limiter's cost with a full table of guests.
     Ratelimit(ratelimit::RateLimitBenchArgs),
+    /// A guest's latency among 1,000 slow and 1,000 idle clients, against
+    /// the guest alone: serve, and one of the agent's namespace listeners.
+    Crowd(crowd::CrowdBenchArgs),
     /// The baseline server of the pinned method, as its own process.
     #[command(hide = true)]
     BareServer(BareServerArgs),
@@ -96,6 +100,7 @@ fn main() -> Result<()> {
             Command::Store(args) => store::run(args).await,
             Command::Configdrive(args) => configdrive::run(args),
             Command::Agent(args) => agent::run(args).await,
+            Command::Crowd(args) => crowd::run(args).await,
             Command::Ovsdb(args) => ovsdb::run(args).await,
             Command::Ratelimit(args) => ratelimit::run(args),
             Command::BareServer(_) => unreachable!("handled above"),

@@ -45,6 +45,10 @@ fn every_benchmark_runs_on_small_inputs() {
         assert!(agent.contains(part), "no {part:?} in:\n{agent}");
     }
     assert!(agent.contains("; 0 failed)"), "{agent}");
+    let crowd = bench(&["crowd", "--slow", "20", "--idle", "20", "--requests", "50"]);
+    for part in ["(a)", "(b)", "among crowd", "40 connections opened"] {
+        assert!(crowd.contains(part), "no {part:?} in:\n{crowd}");
+    }
     let ovsdb = bench(&["ovsdb", "--sizes", "1,2", "--runs", "1"]);
     assert!(ovsdb.contains("2 MB / 1 MB read time"), "{ovsdb}");
     let limiter = bench(&["ratelimit", "--decisions", "20000"]);

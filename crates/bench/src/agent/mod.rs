@@ -10,7 +10,7 @@
 
 mod nodes;
 mod proxy;
-mod rig;
+pub(crate) mod rig;
 mod storm;
 
 use anyhow::{bail, Result};
