@@ -10,6 +10,7 @@ pub mod identity;
 mod instance_identity;
 pub mod metadata;
 pub mod metrics;
+pub mod nocloud;
 pub mod password;
 pub mod settings;
 pub mod token;

@@ -488,6 +488,9 @@ async fn serve(
     if let Some(answer) = crate::instance_identity::answer(&loaded, &segments, guest) {
         return answer;
     }
+    if let Some(answer) = crate::nocloud::answer(service, &loaded, &segments) {
+        return answer;
+    }
     let entry = loaded
         .tree
         .lookup(&segments)

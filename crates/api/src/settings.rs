@@ -111,6 +111,8 @@ pub struct ApiSettings {
     pub access_log: AccessLog,
     /// IMDSv2-style session tokens.
     pub tokens: crate::token::TokenSettings,
+    /// The format of NoCloud's `network-config` at `/nocloud/`.
+    pub nocloud_network_config: meta169_tree::nocloud::NetworkConfigVersion,
 }
 
 impl Default for ApiSettings {
@@ -129,6 +131,7 @@ impl Default for ApiSettings {
             dynamic_read_timeout: Duration::from_secs(5),
             access_log: AccessLog::default(),
             tokens: crate::token::TokenSettings::default(),
+            nocloud_network_config: Default::default(),
         }
     }
 }

@@ -7,8 +7,10 @@ use bytes::Bytes;
 use clap::Args;
 use meta169_api::vendordata::VendorData;
 use meta169_configdrive::{
-    drive_files, write_image, DriveInput, Format, InjectedFile, RandomSeed, MAX_CONTENT_BYTES,
+    drive_files, write_image, write_labelled_image, DriveInput, Format, InjectedFile, RandomSeed,
+    MAX_CONTENT_BYTES,
 };
+use meta169_tree::nocloud::{self, NetworkConfigVersion};
 use meta169_tree::Instance;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -28,9 +30,15 @@ pub struct ConfigDriveArgs {
     /// The image to write (replaced only once complete).
     #[arg(short, long)]
     output: PathBuf,
-    /// iso9660 (a CD-ROM, Nova's default) or vfat (a 64 MiB disk).
+    /// iso9660 (a CD-ROM, Nova's default) or vfat (a 64 MiB disk): a
+    /// `config-2` drive for cloud-init's ConfigDrive datasource; nocloud
+    /// (ISO 9660) or nocloud-vfat: a `cidata` volume for its NoCloud
+    /// datasource (meta-data, user-data, vendor-data, network-config).
     #[arg(long, default_value = "iso9660")]
-    format: Format,
+    format: DriveFormat,
+    /// NoCloud's network-config format: network config version 1 or 2.
+    #[arg(long, default_value = "1")]
+    network_config_version: NetworkConfigVersion,
     /// Inject a file: GUEST_PATH=LOCAL_FILE (repeatable).
     #[arg(long = "file", value_name = "GUEST_PATH=LOCAL_FILE")]
     files: Vec<String>,
@@ -48,6 +56,27 @@ pub struct ConfigDriveArgs {
     /// Store URL; overrides the configuration file.
     #[arg(long)]
     store: Option<String>,
+}
+
+/// What `--format` names: the datasource's layout and the file system.
+#[derive(Clone, Copy, Debug)]
+enum DriveFormat {
+    ConfigDrive(Format),
+    NoCloud(Format),
+}
+
+impl std::str::FromStr for DriveFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "nocloud" | "nocloud-iso9660" => Ok(DriveFormat::NoCloud(Format::Iso9660)),
+            "nocloud-vfat" => Ok(DriveFormat::NoCloud(Format::Vfat)),
+            other => other.parse().map(DriveFormat::ConfigDrive).map_err(|_| {
+                format!("unknown format {other:?}: use iso9660, vfat, nocloud or nocloud-vfat")
+            }),
+        }
+    }
 }
 
 fn injected(spec: &str) -> Result<InjectedFile> {
@@ -90,6 +119,12 @@ pub async fn run(args: ConfigDriveArgs) -> Result<()> {
         }
         (None, None) => bail!("give --instance UUID or --from-json FILE"),
     };
+    let format = match args.format {
+        DriveFormat::NoCloud(format) => {
+            return write_nocloud(&args, format, &instance, &settings.render, started)
+        }
+        DriveFormat::ConfigDrive(format) => format,
+    };
     let files = args
         .files
         .iter()
@@ -126,12 +161,41 @@ pub async fn run(args: ConfigDriveArgs) -> Result<()> {
         },
     };
     let tree = drive_files(&input)?;
-    let size = write_image(&tree, args.format, &args.output)?;
+    let size = write_image(&tree, format, &args.output)?;
     eprintln!(
-        "wrote {} ({}, label config-2, {} files, {} KiB) for {} in {} ms",
+        "wrote {} ({format}, label config-2, {} files, {} KiB) for {} in {} ms",
         args.output.display(),
-        args.format,
         tree.len(),
+        size / 1024,
+        instance.uuid,
+        started.elapsed().as_millis()
+    );
+    Ok(())
+}
+
+/// A NoCloud `cidata` volume: the four files, no injected files.
+fn write_nocloud(
+    args: &ConfigDriveArgs,
+    format: Format,
+    instance: &Instance,
+    render: &meta169_tree::RenderOptions,
+    started: Instant,
+) -> Result<()> {
+    if !args.files.is_empty() || args.admin_pass_file.is_some() {
+        bail!("--file and --admin-pass-file belong to config drives (OpenStack's layout); NoCloud has neither: use --format iso9660 or vfat, or write files from user data (write_files)");
+    }
+    let files = nocloud::files(instance, render, args.network_config_version)
+        .with_context(|| format!("cannot write NoCloud network-config for {}", instance.uuid))?;
+    let size = write_labelled_image(&files, format, nocloud::VOLUME_LABEL, &args.output)?;
+    eprintln!(
+        "wrote {} (NoCloud, {format}, label {}, {}, {} KiB) for {} in {} ms",
+        args.output.display(),
+        nocloud::VOLUME_LABEL,
+        files
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         size / 1024,
         instance.uuid,
         started.elapsed().as_millis()

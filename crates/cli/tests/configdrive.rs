@@ -177,5 +177,6 @@ fn bad_requests_fail_clearly_and_write_nothing() {
         .output()
         .unwrap();
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("use iso9660 or vfat"));
+    assert!(String::from_utf8_lossy(&output.stderr)
+        .contains("use iso9660, vfat, nocloud or nocloud-vfat"));
 }

@@ -42,11 +42,21 @@ impl FromStr for Format {
     }
 }
 
-/// Build the image in memory.
+/// Build the image in memory, labelled `config-2`.
 pub fn build_image(files: &[(String, Bytes)], format: Format) -> Result<Vec<u8>, ConfigDriveError> {
+    build_labelled_image(files, format, VOLUME_LABEL)
+}
+
+/// Build the image in memory with volume label `label` (lower case, at
+/// most 11 characters: `config-2`, NoCloud's `cidata`).
+pub fn build_labelled_image(
+    files: &[(String, Bytes)],
+    format: Format,
+    label: &str,
+) -> Result<Vec<u8>, ConfigDriveError> {
     match format {
-        Format::Iso9660 => build_iso(files),
-        Format::Vfat => build_vfat(files),
+        Format::Iso9660 => build_iso(files, label),
+        Format::Vfat => build_vfat(files, label),
     }
 }
 
@@ -60,10 +70,10 @@ fn tree_of(files: &[(String, Bytes)]) -> Result<Tree, String> {
     Ok(tree)
 }
 
-fn build_iso(files: &[(String, Bytes)]) -> Result<Vec<u8>, ConfigDriveError> {
+fn build_iso(files: &[(String, Bytes)], label: &str) -> Result<Vec<u8>, ConfigDriveError> {
     let tree = tree_of(files).map_err(ConfigDriveError::Iso)?;
     let options = IsoOptions::new()
-        .with_id(IsoId::Volume, VOLUME_LABEL)
+        .with_id(IsoId::Volume, label)
         .with_id(IsoId::Application, "meta169")
         .with_id(
             IsoId::Publisher,
@@ -86,9 +96,9 @@ fn build_iso(files: &[(String, Bytes)]) -> Result<Vec<u8>, ConfigDriveError> {
 /// label in lower case; the FAT writer upper-cases labels as the FAT spec
 /// says. cloud-init accepts both, but we match Nova: the label is patched
 /// in the boot sector and in the root directory's volume-label entry.
-struct Fat16Label;
+struct Fat16Label<'a>(&'a str);
 
-impl Fat16Label {
+impl Fat16Label<'_> {
     fn padded(text: &str) -> [u8; 11] {
         let mut out = [b' '; 11];
         out[..text.len()].copy_from_slice(text.as_bytes());
@@ -115,50 +125,50 @@ impl Fat16Label {
         )
     }
 
-    fn patch_boot(boot: &mut [u8]) -> Result<(), ConfigDriveError> {
+    fn patch_boot(&self, boot: &mut [u8]) -> Result<(), ConfigDriveError> {
         let label = boot.get_mut(0x2B..0x36).ok_or_else(Self::corrupt)?;
-        if *label != Self::padded(&VOLUME_LABEL.to_ascii_uppercase()) {
+        if *label != Self::padded(&self.0.to_ascii_uppercase()) {
             return Err(Self::corrupt());
         }
-        label.copy_from_slice(&Self::padded(VOLUME_LABEL));
+        label.copy_from_slice(&Self::padded(self.0));
         Ok(())
     }
 
-    fn patch_root(root: &mut [u8]) -> Result<(), ConfigDriveError> {
-        let upper = Self::padded(&VOLUME_LABEL.to_ascii_uppercase());
+    fn patch_root(&self, root: &mut [u8]) -> Result<(), ConfigDriveError> {
+        let upper = Self::padded(&self.0.to_ascii_uppercase());
         for record in root.chunks_exact_mut(32) {
             if record[0] == 0 {
                 break;
             }
             if record[11] == 0x08 && record[..11] == upper {
-                record[..11].copy_from_slice(&Self::padded(VOLUME_LABEL));
+                record[..11].copy_from_slice(&Self::padded(self.0));
                 return Ok(());
             }
         }
         Err(Self::corrupt())
     }
 
-    fn patch_image(image: &mut [u8]) -> Result<(), ConfigDriveError> {
-        Self::patch_boot(image.get_mut(..512).ok_or_else(Self::corrupt)?)?;
+    fn patch_image(&self, image: &mut [u8]) -> Result<(), ConfigDriveError> {
+        self.patch_boot(image.get_mut(..512).ok_or_else(Self::corrupt)?)?;
         let (at, len) = Self::root_dir(image);
         let root = image
             .get_mut(at as usize..at as usize + len)
             .ok_or_else(Self::corrupt)?;
-        Self::patch_root(root)
+        self.patch_root(root)
     }
 
-    fn patch_file(file: &mut std::fs::File) -> Result<(), ConfigDriveError> {
+    fn patch_file(&self, file: &mut std::fs::File) -> Result<(), ConfigDriveError> {
         use std::io::{Read, Seek, SeekFrom};
         let io = ConfigDriveError::Vfat;
         let mut boot = [0u8; 512];
         file.seek(SeekFrom::Start(0)).map_err(io)?;
         file.read_exact(&mut boot).map_err(io)?;
-        Self::patch_boot(&mut boot)?;
+        self.patch_boot(&mut boot)?;
         let (at, len) = Self::root_dir(&boot);
         let mut root = vec![0u8; len];
         file.seek(SeekFrom::Start(at)).map_err(io)?;
         file.read_exact(&mut root).map_err(io)?;
-        Self::patch_root(&mut root)?;
+        self.patch_root(&mut root)?;
         file.seek(SeekFrom::Start(0)).map_err(io)?;
         file.write_all(&boot).map_err(io)?;
         file.seek(SeekFrom::Start(at)).map_err(io)?;
@@ -170,9 +180,8 @@ fn fat_error(e: &dyn std::fmt::Display) -> ConfigDriveError {
     ConfigDriveError::Vfat(std::io::Error::other(e.to_string()))
 }
 
-fn vfat_options() -> Result<hadris_fat::FatOptions, ConfigDriveError> {
-    let label =
-        hadris_fat::VolumeLabel::new(VOLUME_LABEL).map_err(|e| fat_error(&format!("{e:?}")))?;
+fn vfat_options(label: &str) -> Result<hadris_fat::FatOptions, ConfigDriveError> {
+    let label = hadris_fat::VolumeLabel::new(label).map_err(|e| fat_error(&format!("{e:?}")))?;
     // FAT16 at 64 MiB, as mkfs.vfat picks for Nova's image size; a fixed
     // seed for the serial number keeps the output reproducible.
     Ok(hadris_fat::FatOptions::new()
@@ -182,11 +191,11 @@ fn vfat_options() -> Result<hadris_fat::FatOptions, ConfigDriveError> {
         .with_seed(0x6d65_7461_3136_3921))
 }
 
-fn build_vfat(files: &[(String, Bytes)]) -> Result<Vec<u8>, ConfigDriveError> {
+fn build_vfat(files: &[(String, Bytes)], label: &str) -> Result<Vec<u8>, ConfigDriveError> {
     let tree = tree_of(files).map_err(|e| fat_error(&e))?;
     let mut image = Vec::new();
-    hadris_fat::sync::write(&mut image, &tree, &vfat_options()?).map_err(|e| fat_error(&e))?;
-    Fat16Label::patch_image(&mut image)?;
+    hadris_fat::sync::write(&mut image, &tree, &vfat_options(label)?).map_err(|e| fat_error(&e))?;
+    Fat16Label(label).patch_image(&mut image)?;
     Ok(image)
 }
 
@@ -195,6 +204,7 @@ fn build_vfat(files: &[(String, Bytes)]) -> Result<Vec<u8>, ConfigDriveError> {
 /// and no 64 MiB buffer.
 fn write_vfat_file(
     files: &[(String, Bytes)],
+    label: &str,
     file: &std::fs::File,
 ) -> Result<(), ConfigDriveError> {
     let tree = tree_of(files).map_err(|e| fat_error(&e))?;
@@ -205,15 +215,25 @@ fn write_vfat_file(
         BlockSize::new(512).expect("512 is a valid block size"),
     )
     .map_err(io)?;
-    hadris_fat::sync::write(device, &tree, &vfat_options()?).map_err(|e| fat_error(&e))?;
-    Fat16Label::patch_file(&mut file.try_clone().map_err(io)?)
+    hadris_fat::sync::write(device, &tree, &vfat_options(label)?).map_err(|e| fat_error(&e))?;
+    Fat16Label(label).patch_file(&mut file.try_clone().map_err(io)?)
 }
 
-/// Write the image to `out` through a temporary file renamed at the end.
-/// Returns the image size.
+/// Write the image, labelled `config-2`, to `out` through a temporary
+/// file renamed at the end. Returns the image size.
 pub fn write_image(
     files: &[(String, Bytes)],
     format: Format,
+    out: &Path,
+) -> Result<u64, ConfigDriveError> {
+    write_labelled_image(files, format, VOLUME_LABEL, out)
+}
+
+/// [`write_image`] with volume label `label` (NoCloud's `cidata`).
+pub fn write_labelled_image(
+    files: &[(String, Bytes)],
+    format: Format,
+    label: &str,
     out: &Path,
 ) -> Result<u64, ConfigDriveError> {
     let output_error = |source: std::io::Error| ConfigDriveError::Output {
@@ -230,10 +250,10 @@ pub fn write_image(
         .map_err(output_error)?;
     match format {
         Format::Iso9660 => {
-            let image = build_iso(files)?;
+            let image = build_iso(files, label)?;
             temp.write_all(&image).map_err(output_error)?;
         }
-        Format::Vfat => write_vfat_file(files, temp.as_file())?,
+        Format::Vfat => write_vfat_file(files, label, temp.as_file())?,
     }
     // Readable by the hypervisor's user (qemu), as genisoimage's output is.
     {

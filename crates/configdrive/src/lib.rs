@@ -13,7 +13,7 @@
 mod image;
 mod layout;
 
-pub use image::{build_image, write_image, Format};
+pub use image::{build_image, build_labelled_image, write_image, write_labelled_image, Format};
 pub use layout::{drive_files, DriveInput, InjectedFile, RandomSeed, EC2_DRIVE_VERSIONS};
 
 /// The volume label cloud-init looks for.

@@ -6,6 +6,7 @@
 pub mod ec2;
 mod json;
 pub mod model;
+pub mod nocloud;
 pub mod openstack;
 mod packed;
 pub mod path;

@@ -21,7 +21,8 @@ pub enum MetadataPath<'a> {
     Ec2Versions,
     /// `/openstack`: the OpenStack version list.
     OpenStackVersions,
-    /// Anything below: segments starting with `ec2` or `openstack`.
+    /// Anything below: segments starting with `ec2` or `openstack`, or
+    /// `nocloud` (NoCloud's HTTP seed, `nocloud` alone included).
     Item(Segments<'a>),
 }
 
@@ -121,7 +122,7 @@ impl<'a> MetadataPath<'a> {
             if part == ".." {
                 return Err(PathError::ParentSegment);
             }
-            if segments.len == 0 && part != "ec2" && part != "openstack" {
+            if segments.len == 0 && part != "ec2" && part != "openstack" && part != "nocloud" {
                 // Anything not under a known tree is under `ec2`; that
                 // implied segment does not count against the limit.
                 implied = true;
@@ -135,7 +136,7 @@ impl<'a> MetadataPath<'a> {
         match segments.len {
             0 => Ok(MetadataPath::Root),
             1 if segments.items[0] == "ec2" => Ok(MetadataPath::Ec2Versions),
-            1 => Ok(MetadataPath::OpenStackVersions),
+            1 if segments.items[0] == "openstack" => Ok(MetadataPath::OpenStackVersions),
             _ => Ok(MetadataPath::Item(segments)),
         }
     }

@@ -7,6 +7,7 @@ use meta169_api::cache::{CacheLimits, DEFAULT_MAX_BYTES, DEFAULT_MAX_INSTANCES};
 use meta169_api::settings::{DEFAULT_CACHE_TTL, DEFAULT_MAX_STALENESS};
 use meta169_api::token::{TokenKeys, TokenMode, TokenSettings};
 use meta169_api::{ApiSettings, DynamicTarget, IdentitySettings, ServerLimits};
+use meta169_tree::nocloud::NetworkConfigVersion;
 use meta169_tree::RenderOptions;
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -39,6 +40,9 @@ pub struct ServeSection {
     pub vendordata: VendordataSection,
     pub limits: LimitsSection,
     pub tokens: TokensSection,
+    /// NoCloud's `network-config` at `/nocloud/`: network config version
+    /// 1 (default) or 2.
+    pub nocloud_network_config: NetworkConfigVersion,
 }
 
 /// `[serve.tokens]`: IMDSv2-style session tokens.
@@ -71,6 +75,7 @@ impl Default for ServeSection {
             vendordata: VendordataSection::default(),
             limits: LimitsSection::default(),
             tokens: TokensSection::default(),
+            nocloud_network_config: NetworkConfigVersion::default(),
         }
     }
 }
@@ -246,6 +251,7 @@ impl ServeSection {
                 .parse()
                 .map_err(|e: String| anyhow::anyhow!("[serve] {e}"))?,
             tokens: self.tokens.settings()?,
+            nocloud_network_config: self.nocloud_network_config,
         })
     }
 }
