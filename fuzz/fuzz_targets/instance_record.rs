@@ -25,7 +25,7 @@ const PATHS: &[&str] = &[
 ];
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(instance) = serde_json::from_slice::<Instance>(data) else {
+    let Ok(instance) = Instance::from_json(data) else {
         return;
     };
     if instance.validate().is_err() {

@@ -76,6 +76,11 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, AdminEr
     serde_json::from_slice(body).map_err(|e| AdminError::BadBody(e.to_string()))
 }
 
+/// A record from a JSON body (`user_data_text` accepted for `user_data`).
+fn parse_record(body: &Bytes) -> Result<Instance, AdminError> {
+    Instance::from_json(body).map_err(|e| AdminError::BadBody(e.to_string()))
+}
+
 /// The stored record of `uuid`, or 404.
 async fn stored(s: &AdminState, uuid: &str) -> Result<StoredInstance, AdminError> {
     s.service
@@ -178,7 +183,7 @@ async fn put_record(
 }
 
 async fn create(State(s): State<AdminState>, body: Bytes) -> Result<Response, AdminError> {
-    let instance: Instance = parse_json(&body)?;
+    let instance = parse_record(&body)?;
     if s.service
         .store
         .get_instance(&instance.uuid)
@@ -195,7 +200,7 @@ async fn replace(
     Path(uuid): Path<String>,
     body: Bytes,
 ) -> Result<Response, AdminError> {
-    let instance: Instance = parse_json(&body)?;
+    let instance = parse_record(&body)?;
     if instance.uuid != uuid {
         return Err(AdminError::UuidMismatch {
             record: instance.uuid,

@@ -811,6 +811,28 @@ async fn admin_api_needs_its_token_and_explains_bad_input() {
         .await
         .unwrap()
         .contains("unknown field `colour`"));
+    // A hand-written record: user data as text, no project.
+    let written = api
+        .http
+        .post(&url)
+        .bearer_auth(ADMIN_TOKEN)
+        .body(r#"{"uuid": "by-hand", "name": "web", "hostname": "web", "user_data_text": "hello"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(written.status(), 201, "{}", written.text().await.unwrap());
+    let record: Value = api
+        .http
+        .get(format!("{url}/by-hand"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(record["user_data"], "aGVsbG8=");
+    assert_eq!(record["project_id"], "default");
     // Values that would corrupt what guests read are refused, saying why.
     let mut corrupt = serde_json::to_value(example_instance()).unwrap();
     corrupt["uuid"] = "other".into();

@@ -110,7 +110,7 @@ pub async fn run(args: ConfigDriveArgs) -> Result<()> {
         (None, Some(path)) => {
             let text = files::read_text(path, files::MAX_RECORD_BYTES)
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            serde_json::from_str(&text).with_context(|| {
+            Instance::from_json(text.as_bytes()).with_context(|| {
                 format!(
                     "{} is not a valid instance record (see `meta169 instance example`)",
                     path.display()

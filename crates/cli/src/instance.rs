@@ -14,7 +14,13 @@ use std::sync::Arc;
 #[derive(Subcommand)]
 pub enum InstanceCommand {
     /// Create or replace an instance from a JSON record (FILE, or - for stdin).
-    Add { file: PathBuf },
+    Add {
+        file: PathBuf,
+        /// User data from this file, as it is (no base64 by hand);
+        /// replaces the record's `user_data`.
+        #[arg(long, value_name = "FILE")]
+        user_data: Option<PathBuf>,
+    },
     /// List instances: uuid, name, project, addresses.
     List,
     /// Print a record as the JSON `instance add` takes.
@@ -45,7 +51,7 @@ fn read_record(file: &Path) -> Result<Instance> {
         text = files::read_text(file, files::MAX_RECORD_BYTES)
             .with_context(|| format!("cannot read {}", file.display()))?;
     }
-    let instance: Instance = serde_json::from_str(&text).with_context(|| {
+    let instance = Instance::from_json(text.as_bytes()).with_context(|| {
         format!(
             "{} is not a valid instance record (see `meta169 instance example`)",
             file.display()
@@ -70,8 +76,17 @@ pub async fn run(
     let url = store_url.unwrap_or(file.serve.store);
     let store: Arc<dyn Store> = config::open_store(&url).await?;
     match command {
-        InstanceCommand::Add { file } => {
-            let instance = read_record(&file)?;
+        InstanceCommand::Add { file, user_data } => {
+            let mut instance = read_record(&file)?;
+            if let Some(path) = user_data {
+                let limit = meta169_tree::model::MAX_USER_DATA_BYTES as u64;
+                let data = files::read_bytes(&path, limit)
+                    .with_context(|| format!("cannot read user data from {}", path.display()))?;
+                instance.user_data = Some(data.into());
+                instance
+                    .validate()
+                    .with_context(|| format!("user data from {}", path.display()))?;
+            }
             let revision = store.put_instance(&instance).await?;
             println!("{} stored (revision {revision})", instance.uuid);
         }

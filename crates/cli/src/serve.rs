@@ -30,8 +30,9 @@ pub struct ServeArgs {
     #[arg(long)]
     store: Option<String>,
     /// Try it out: a throw-away store with one example instance bound to
-    /// 127.0.0.1, identified by source address, on 127.0.0.1:8775.
-    #[arg(long)]
+    /// 127.0.0.1, identified by source address, on 127.0.0.1:8775. Never
+    /// written into a real store.
+    #[arg(long, conflicts_with = "store")]
     demo: bool,
 }
 

@@ -102,13 +102,88 @@ fn instance_commands_round_trip_a_record() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("no instance with uuid"));
     // A bad record is refused with the reason.
-    std::fs::write(&file, r#"{"uuid": "x", "name": "x", "hostname": "x"}"#).unwrap();
+    let refused = |record: &str, extra: &[&str]| {
+        std::fs::write(&file, record).unwrap();
+        let output = common::meta169(None)
+            .args(["instance", "--store", &store, "add", file.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{record} was accepted");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    assert!(refused(r#"{"uuid": "x", "name": "x"}"#, &[]).contains("missing field `hostname`"));
+    let long = "h".repeat(300);
+    let err = refused(
+        &format!(r#"{{"uuid": "x", "name": "x", "hostname": "{long}"}}"#),
+        &[],
+    );
+    assert!(err.contains("hostname"), "{err}");
+    let err = refused(
+        r#"{"uuid": "x", "name": "x", "hostname": "x", "user_data": "eA==", "user_data_text": "x"}"#,
+        &[],
+    );
+    assert!(err.contains("not both"), "{err}");
+
+    // A record a person can write: no project (standalone), user data as
+    // text or from a file, never base64 by hand.
+    std::fs::write(
+        &file,
+        r##"{"uuid": "hand-written", "name": "web", "hostname": "web", "user_data_text": "#cloud-config\nruncmd: [true]\n"}"##,
+    )
+    .unwrap();
+    run_ok(&["instance", "--store", &store, "add", file.to_str().unwrap()]);
+    let shown: Value = serde_json::from_str(&run_ok(&[
+        "instance",
+        "--store",
+        &store,
+        "show",
+        "hand-written",
+    ]))
+    .unwrap();
+    assert_eq!(shown["project_id"], meta169_tree::DEFAULT_PROJECT_ID);
+    assert_eq!(
+        shown["user_data"],
+        "I2Nsb3VkLWNvbmZpZwpydW5jbWQ6IFt0cnVlXQo="
+    );
+    let user_data = dir.path().join("user-data");
+    std::fs::write(&user_data, "#!/bin/sh\necho hi\n").unwrap();
+    run_ok(&[
+        "instance",
+        "--store",
+        &store,
+        "add",
+        file.to_str().unwrap(),
+        "--user-data",
+        user_data.to_str().unwrap(),
+    ]);
+    let shown: Value = serde_json::from_str(&run_ok(&[
+        "instance",
+        "--store",
+        &store,
+        "show",
+        "hand-written",
+    ]))
+    .unwrap();
+    assert_eq!(shown["user_data"], "IyEvYmluL3NoCmVjaG8gaGkK");
+    std::fs::write(&user_data, vec![b'x'; 70_000]).unwrap();
+    let err = refused(
+        r#"{"uuid": "hand-written", "name": "web", "hostname": "web"}"#,
+        &["--user-data", user_data.to_str().unwrap()],
+    );
+    assert!(err.contains("the limit is 65536 bytes"), "{err}");
+
+    // --demo never writes into a real store.
     let output = common::meta169(None)
-        .args(["instance", "--store", &store, "add", file.to_str().unwrap()])
+        .args(["serve", "--demo", "--store", &store])
         .output()
         .unwrap();
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("missing field `project_id`"));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("cannot be used with"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[tokio::test]

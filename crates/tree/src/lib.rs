@@ -15,7 +15,9 @@ pub mod versions;
 
 pub use ec2::Ec2Node;
 pub use json::to_python_json;
-pub use model::{Device, DeviceKind, Instance, InvalidInstance, Port, TokenMode};
+pub use model::{
+    Device, DeviceKind, Instance, InvalidInstance, Port, RecordError, TokenMode, DEFAULT_PROJECT_ID,
+};
 pub use openstack::DriveExtras;
 pub use path::{MetadataPath, PathError, Segments};
 pub use tree::{full_hostname, Body, ContentType, Entry, RenderOptions, Tree};

@@ -32,6 +32,32 @@ pub const MAX_BLOCK_DEVICES: usize = 64;
 pub const MAX_HOSTNAME_LEN: usize = 253;
 pub const MAX_LABEL_LEN: usize = 63;
 
+/// The project of a record that names none: standalone servers (identity
+/// by address or source) have no projects. Signed requests must still
+/// carry it as `X-Tenant-ID`, so records for OpenStack name their own.
+pub const DEFAULT_PROJECT_ID: &str = "default";
+
+fn default_project_id() -> String {
+    DEFAULT_PROJECT_ID.to_string()
+}
+
+/// The record field that carries user data as plain text, for people
+/// writing records by hand; stored as `user_data`.
+pub const USER_DATA_TEXT: &str = "user_data_text";
+
+/// Why a record's JSON could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    #[error("give user_data (base64) or user_data_text (plain text), not both")]
+    BothUserData,
+    #[error("user_data_text must be a string")]
+    UserDataTextNotText,
+    #[error("a record is a JSON object")]
+    NotAnObject,
+}
+
 /// One instance, as registered by an orchestrator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,6 +71,8 @@ pub struct Instance {
     #[serde(default)]
     pub availability_zone: Option<String>,
     /// Owning project; must equal `X-Tenant-ID` on signed requests.
+    /// Optional for standalone servers: [`DEFAULT_PROJECT_ID`] when absent.
+    #[serde(default = "default_project_id")]
     pub project_id: String,
     #[serde(default)]
     pub launch_index: u32,
@@ -222,6 +250,23 @@ pub enum InvalidInstance {
 }
 
 impl Instance {
+    /// A record from its JSON, as the admin API, `instance add` and
+    /// `configdrive --from-json` take it: `user_data_text` (plain text)
+    /// stands for `user_data` (base64). Not yet validated.
+    pub fn from_json(bytes: &[u8]) -> Result<Instance, RecordError> {
+        let mut value: serde_json::Value = serde_json::from_slice(bytes)?;
+        let record = value.as_object_mut().ok_or(RecordError::NotAnObject)?;
+        if let Some(text) = record.remove(USER_DATA_TEXT) {
+            if record.contains_key("user_data") {
+                return Err(RecordError::BothUserData);
+            }
+            let text = text.as_str().ok_or(RecordError::UserDataTextNotText)?;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+            record.insert("user_data".into(), encoded.into());
+        }
+        Ok(serde_json::from_value(value)?)
+    }
+
     /// Check what the renderer and the store rely on. Called on every write.
     pub fn validate(&self) -> Result<(), InvalidInstance> {
         check_id("uuid", &self.uuid)?;
