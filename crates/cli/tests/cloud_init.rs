@@ -39,6 +39,10 @@ fn cloud_init_reads_what_was_registered() {
 
     let mut instance = meta169_tree::example_instance();
     instance.ports[0].ips = vec!["10.0.0.5".parse().unwrap()];
+    instance.files = vec![meta169_tree::model::InjectedFile {
+        path: "/etc/motd".into(),
+        content: "hello from meta169\n".into(),
+    }];
     let record = dir.path().join("instance.json");
     std::fs::write(&record, serde_json::to_string(&instance).unwrap()).unwrap();
     let store = format!("sqlite://{}/store.db", dir.path().display());
@@ -90,6 +94,8 @@ fn cloud_init_reads_what_was_registered() {
     );
     assert_eq!(md["meta"]["role"], "webserver");
     assert_eq!(md["devices"].as_array().unwrap().len(), 3);
+    // Injected files, fetched by cloud-init from their content_path.
+    assert_eq!(os["files"]["/etc/motd"], "hello from meta169\n", "{os}");
     assert_eq!(
         os["userdata"].as_str().unwrap().as_bytes(),
         instance.user_data.as_deref().unwrap()

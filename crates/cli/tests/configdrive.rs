@@ -180,3 +180,115 @@ fn bad_requests_fail_clearly_and_write_nothing() {
     assert!(String::from_utf8_lossy(&output.stderr)
         .contains("use iso9660, vfat, nocloud or nocloud-vfat"));
 }
+
+#[tokio::test]
+async fn injected_files_come_from_the_record_on_drive_and_api() {
+    let dir = temp_dir();
+    let mut instance = meta169_tree::example_instance();
+    instance.files = vec![meta169_tree::model::InjectedFile {
+        path: "/etc/motd".into(),
+        content: "from the record\n".into(),
+    }];
+    let record = dir.path().join("instance.json");
+    std::fs::write(&record, serde_json::to_string(&instance).unwrap()).unwrap();
+    let store = format!("sqlite://{}/store.db", dir.path().display());
+    run_ok(&[
+        "instance",
+        "--store",
+        &store,
+        "add",
+        record.to_str().unwrap(),
+    ]);
+    let (_server, listen) = common::serve_on_loopback(
+        "serve",
+        dir.path(),
+        "[serve.identity]\nby_source = true\n",
+        &store,
+    );
+    let base = format!("http://{listen}");
+    let (status, md) = api_get(&base, "openstack/latest/meta_data.json").await;
+    assert_eq!(status, 200);
+    let md: Value = serde_json::from_slice(&md).unwrap();
+    assert_eq!(
+        md["files"],
+        serde_json::json!([{"path": "/etc/motd", "content_path": "/content/0000"}])
+    );
+    assert_eq!(
+        api_get(&base, "openstack/content/0000").await,
+        (200, b"from the record\n".to_vec())
+    );
+    assert_eq!(api_get(&base, "openstack/content/0001").await.0, 404);
+    assert_eq!(api_get(&base, "openstack/content/00000").await.0, 404);
+
+    // The drive holds the record's file first, then --file additions.
+    let extra = dir.path().join("extra");
+    std::fs::write(&extra, "added at build time\n").unwrap();
+    let iso = dir.path().join("config.iso");
+    run_ok(&[
+        "configdrive",
+        "--from-json",
+        record.to_str().unwrap(),
+        "--file",
+        &format!("/etc/extra={}", extra.display()),
+        "-o",
+        iso.to_str().unwrap(),
+    ]);
+    let files = dir.path().join("drive");
+    extract_iso(&iso, &files);
+    let out = meta169_testkit::python(
+        &common::clients_dir().join("configdrive_read.py"),
+        &[files.to_str().unwrap()],
+        None,
+    );
+    let read: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(read["files"]["/etc/motd"], "from the record\n", "{read}");
+    assert_eq!(
+        read["files"]["/etc/extra"], "added at build time\n",
+        "{read}"
+    );
+    assert_eq!(
+        read_tree(&files)["openstack/content/0000"],
+        b"from the record\n".to_vec()
+    );
+
+    // Hostile files are refused with the reason.
+    for (files, why) in [
+        (
+            serde_json::json!([{"path": "/etc/../root/.ssh/authorized_keys", "content": "eA=="}]),
+            "'..' segments",
+        ),
+        (
+            serde_json::json!(vec![
+                serde_json::json!({"path": "/f", "content": "eA=="});
+                10_000
+            ]),
+            "`files` may have at most 5 entries",
+        ),
+        (
+            serde_json::json!([{"path": "/big", "content": base64_of(&[0u8; 20_000])}]),
+            "the limit is 10240",
+        ),
+    ] {
+        let mut hostile = serde_json::to_value(&instance).unwrap();
+        hostile["files"] = files;
+        std::fs::write(&record, hostile.to_string()).unwrap();
+        let output = common::meta169(None)
+            .args([
+                "instance",
+                "--store",
+                &store,
+                "add",
+                record.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(why), "{stderr}");
+    }
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}

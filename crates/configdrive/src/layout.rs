@@ -71,11 +71,12 @@ fn seed(input: &DriveInput<'_>) -> String {
 /// The drive's files, as (path inside the drive, bytes), in a stable order.
 pub fn drive_files(input: &DriveInput<'_>) -> Result<Vec<(String, Bytes)>, ConfigDriveError> {
     input.instance.validate()?;
-    if input.files.len() > MAX_INJECTED_FILES {
-        return Err(ConfigDriveError::TooManyFiles(input.files.len()));
+    let file_count = input.instance.files.len() + input.files.len();
+    if file_count > MAX_INJECTED_FILES {
+        return Err(ConfigDriveError::TooManyFiles(file_count));
     }
     for file in &input.files {
-        if !file.guest_path.starts_with('/') || file.guest_path.chars().any(char::is_control) {
+        if meta169_tree::model::check_file_path(&file.guest_path).is_err() {
             return Err(ConfigDriveError::BadGuestPath(file.guest_path.clone()));
         }
     }
@@ -95,12 +96,18 @@ pub fn drive_files(input: &DriveInput<'_>) -> Result<Vec<(String, Bytes)>, Confi
         }
     }
 
+    // One numbering: the record's files first, then the drive's own.
+    let contents: Vec<(&str, &Bytes)> = instance
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), &f.content))
+        .chain(input.files.iter().map(|f| (f.guest_path.as_str(), &f.data)))
+        .collect();
     let extras = DriveExtras {
-        files: input
-            .files
+        files: contents
             .iter()
             .enumerate()
-            .map(|(i, f)| (f.guest_path.clone(), format!("/content/{i:04}")))
+            .map(|(i, (path, _))| (path.to_string(), openstack::content_path(i)))
             .collect(),
         admin_pass: input.admin_pass.clone(),
     };
@@ -138,8 +145,11 @@ pub fn drive_files(input: &DriveInput<'_>) -> Result<Vec<(String, Bytes)>, Confi
             out.push((format!("{dir}/vendor_data2.json"), vendor_data2.clone()));
         }
     }
-    for (i, file) in input.files.iter().enumerate() {
-        out.push((format!("openstack/content/{i:04}"), file.data.clone()));
+    for (i, (_, data)) in contents.iter().enumerate() {
+        out.push((
+            format!("openstack{}", openstack::content_path(i)),
+            (*data).clone(),
+        ));
     }
     let total: u64 = out.iter().map(|(_, b)| b.len() as u64).sum();
     if total > MAX_CONTENT_BYTES {

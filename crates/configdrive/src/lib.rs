@@ -38,7 +38,7 @@ pub enum ConfigDriveError {
     #[error("{0} injected files; at most {MAX_INJECTED_FILES} fit a config drive")]
     TooManyFiles(usize),
     /// A guest path that is not absolute or not text.
-    #[error("injected file path {0:?} must be an absolute guest path such as /etc/motd")]
+    #[error("injected file path {0:?} must be an absolute guest path such as /etc/motd, without control characters or '..' segments")]
     BadGuestPath(String),
     /// The instance record is invalid.
     #[error("invalid instance record: {0}")]

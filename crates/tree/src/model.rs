@@ -28,6 +28,12 @@ pub const MAX_PUBLIC_KEYS: usize = 64;
 pub const MAX_PUBLIC_KEY_BYTES: usize = 16 * 1024;
 /// Most `block_device_mapping` entries.
 pub const MAX_BLOCK_DEVICES: usize = 64;
+/// Injected files per record, longest path and largest content: Nova's
+/// defaults (`injected_files`, `injected_file_path_length`,
+/// `injected_file_content_bytes`). A config drive's `--file` adds more.
+pub const MAX_FILES: usize = 5;
+pub const MAX_FILE_PATH_CHARS: usize = 255;
+pub const MAX_FILE_BYTES: usize = 10 * 1024;
 /// Longest host name (RFC 1123) and longest label in it.
 pub const MAX_HOSTNAME_LEN: usize = 253;
 pub const MAX_LABEL_LEN: usize = 63;
@@ -135,6 +141,22 @@ pub struct Instance {
     /// (`PUT /latest/api/token`); default: the server's setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata_tokens: Option<TokenMode>,
+    /// Injected files (Nova's "personality"): `files` with `content_path`
+    /// in `meta_data.json`, the bytes at `/openstack/content/NNNN` and on
+    /// config drives.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<InjectedFile>,
+}
+
+/// A file injected into the guest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InjectedFile {
+    /// Where the guest writes it: an absolute path.
+    pub path: String,
+    /// Its bytes, base64 in JSON.
+    #[serde(with = "base64_bytes")]
+    pub content: Bytes,
 }
 
 /// Whether metadata requests must carry an IMDSv2-style session token.
@@ -247,6 +269,12 @@ pub enum InvalidInstance {
     /// A public key text over the limit.
     #[error("public key {name:?} is {len} bytes; the limit is {MAX_PUBLIC_KEY_BYTES}")]
     PublicKeyTooLarge { name: String, len: usize },
+    /// An injected file's path the guest could not write safely.
+    #[error("injected file path {0:?} must be absolute, at most {MAX_FILE_PATH_CHARS} characters, without control characters or '..' segments")]
+    BadFilePath(String),
+    /// An injected file over Nova's size limit.
+    #[error("injected file {path:?} is {len} bytes; the limit is {MAX_FILE_BYTES} (Nova's injected_file_content_bytes)")]
+    FileTooLarge { path: String, len: usize },
 }
 
 impl Instance {
@@ -277,6 +305,7 @@ impl Instance {
         check_hostname(&self.hostname)?;
         self.check_text_fields()?;
         self.check_maps()?;
+        self.check_files()?;
         if let Some(data) = &self.user_data {
             if data.len() > MAX_USER_DATA_BYTES {
                 return Err(InvalidInstance::UserDataTooLarge(data.len()));
@@ -335,6 +364,20 @@ impl Instance {
 
     /// Maps whose keys guests read as names (listings, path segments), and
     /// their bounds.
+    fn check_files(&self) -> Result<(), InvalidInstance> {
+        check_count("files", self.files.len(), MAX_FILES)?;
+        for file in &self.files {
+            check_file_path(&file.path)?;
+            if file.content.len() > MAX_FILE_BYTES {
+                return Err(InvalidInstance::FileTooLarge {
+                    path: truncated(&file.path),
+                    len: file.content.len(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn check_maps(&self) -> Result<(), InvalidInstance> {
         check_count("public_keys", self.public_keys.len(), MAX_PUBLIC_KEYS)?;
         for (name, key) in &self.public_keys {
@@ -424,6 +467,19 @@ fn check_name(field: &'static str, value: &str) -> Result<(), InvalidInstance> {
     }
 }
 
+/// An injected file's guest path: absolute, bounded, no control
+/// characters, no `..` (cloud-init writes where it says).
+pub fn check_file_path(path: &str) -> Result<(), InvalidInstance> {
+    let ok = path.starts_with('/')
+        && path.chars().count() <= MAX_FILE_PATH_CHARS
+        && !path.chars().any(char::is_control)
+        && !path.split('/').any(|segment| segment == "..");
+    match ok {
+        true => Ok(()),
+        false => Err(InvalidInstance::BadFilePath(truncated(path))),
+    }
+}
+
 /// RFC 1123 host name (a trailing dot allowed, as in a fully qualified name).
 fn check_hostname(value: &str) -> Result<(), InvalidInstance> {
     let name = value.strip_suffix('.').unwrap_or(value);
@@ -483,6 +539,24 @@ mod base64_opt {
                     serde::de::Error::custom(format!("user_data is not valid base64: {e}"))
                 }),
         }
+    }
+}
+
+mod base64_bytes {
+    use base64::Engine as _;
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(value))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map(Bytes::from)
+            .map_err(|e| serde::de::Error::custom(format!("file content is not valid base64: {e}")))
     }
 }
 

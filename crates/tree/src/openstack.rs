@@ -72,11 +72,29 @@ fn devices_json(instance: &Instance, version: usize) -> Vec<Value> {
     out
 }
 
+/// The record's injected files as `meta_data.json` lists them: (guest
+/// path, content path `/content/NNNN`), numbered from 0. A config drive
+/// numbers its `--file` additions after them.
+pub fn record_files(instance: &Instance) -> Vec<(String, String)> {
+    instance
+        .files
+        .iter()
+        .enumerate()
+        .map(|(i, file)| (file.path.clone(), content_path(i)))
+        .collect()
+}
+
+/// The content path of the `index`th injected file.
+pub fn content_path(index: usize) -> String {
+    format!("/{}/{index:04}", crate::tree::CONTENT)
+}
+
 /// What only a config drive's `meta_data.json` carries (Nova passes these
 /// from the config-drive builder; the metadata service never emits them).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DriveExtras {
-    /// Injected files: (guest path, content path such as `/content/0000`).
+    /// Injected files: (guest path, content path such as `/content/0000`),
+    /// the record's ([`record_files`]) and then the drive's own.
     pub files: Vec<(String, String)>,
     /// The admin password given at boot.
     pub admin_pass: Option<String>,
@@ -94,15 +112,22 @@ fn meta_data_fields(
     if !instance.meta.is_empty() {
         f.push(("meta", json!(instance.meta)));
     }
-    if let Some(extras) = extras {
-        if !extras.files.is_empty() {
-            let files: Vec<Value> = extras
-                .files
-                .iter()
-                .map(|(path, content)| json!({"path": path, "content_path": content}))
-                .collect();
-            f.push(("files", Value::Array(files)));
+    let from_record;
+    let files = match extras {
+        Some(extras) => &extras.files,
+        None => {
+            from_record = record_files(instance);
+            &from_record
         }
+    };
+    if !files.is_empty() {
+        let files: Vec<Value> = files
+            .iter()
+            .map(|(path, content)| json!({"path": path, "content_path": content}))
+            .collect();
+        f.push(("files", Value::Array(files)));
+    }
+    if let Some(extras) = extras {
         if let Some(pass) = &extras.admin_pass {
             f.push(("admin_pass", json!(pass)));
         }

@@ -66,6 +66,11 @@ impl ContentType {
     }
 }
 
+/// Where injected files are served: `/openstack/content/NNNN`.
+pub const CONTENT: &str = "content";
+/// Digits of an injected file's name under [`CONTENT`] (Nova's `%04d`).
+const CONTENT_NAME_DIGITS: usize = 4;
+
 /// One servable path.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Entry {
@@ -217,10 +222,24 @@ impl Tree {
         let (root, version) = (segments.first()?, segments.get(1)?);
         let packed = match *root {
             "ec2" => self.ec2_version(versions::ec2_index(version)?),
+            "openstack" if *version == CONTENT => return self.content(&segments[2..]),
             "openstack" => self.openstack_version(versions::openstack_index(version)?),
             _ => return None,
         };
         packed.get_path(&segments[2..])
+    }
+
+    /// `/openstack/content/NNNN`: an injected file's bytes, as the
+    /// `content_path` of its entry in `meta_data.json` says. Rare (once
+    /// per boot), so read from the record each time.
+    fn content(&self, rest: &[&str]) -> Option<Entry> {
+        let [name] = rest else { return None };
+        if name.len() != CONTENT_NAME_DIGITS || !name.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let index: usize = name.parse().ok()?;
+        let file = self.instance()?.files.get(index)?.content.clone();
+        Some(Entry::text(file))
     }
 
     /// Every path in the tree, each version rendered (tools and tests).
