@@ -109,6 +109,8 @@ pub enum AddressKey {
     NetworkIp(String, IpAddr),
     NetworkMac(String, [u8; 6]),
     AnyNetworkIp(IpAddr),
+    /// A MAC on any network (identity by MAC).
+    AnyNetworkMac([u8; 6]),
 }
 
 impl std::fmt::Display for AddressKey {
@@ -123,6 +125,9 @@ impl std::fmt::Display for AddressKey {
                 )
             }
             AddressKey::AnyNetworkIp(ip) => write!(f, "{ip}"),
+            AddressKey::AnyNetworkMac(mac) => {
+                write!(f, "MAC {}", meta169_http::mac::format_mac(mac))
+            }
         }
     }
 }

@@ -150,7 +150,7 @@ pub fn identify<'a>(
         peer,
     };
     if !settings.is_trusted(peer) {
-        if settings.by_source {
+        if settings.by_peer() {
             return Ok(by_source());
         }
         if let Some(left_out) = refusals().allow(peer) {
@@ -220,7 +220,7 @@ pub fn identify<'a>(
         });
     }
 
-    if settings.by_source {
+    if settings.by_peer() {
         return Ok(by_source());
     }
     if settings.signed {

@@ -10,6 +10,7 @@ pub mod identity;
 mod instance_identity;
 pub mod metadata;
 pub mod metrics;
+pub mod neighbours;
 pub mod nocloud;
 pub mod password;
 pub mod settings;
@@ -31,7 +32,7 @@ pub use meta169_http::{self as server, signing, PeerAddr};
 /// status line instead. Trusted proxies have no per-source connection limit.
 pub fn metadata_listener_limits(settings: &ApiSettings, limits: ServerLimits) -> ServerLimits {
     ServerLimits {
-        batch_pipelined_answers: !settings.identity.by_source,
+        batch_pipelined_answers: !settings.identity.by_peer(),
         // A proxy's connections carry many guests.
         unlimited_sources: settings.identity.trusted_proxies.clone(),
         ..limits

@@ -6,6 +6,7 @@ use crate::cache::{AddressKey, Cached, Caches, LoadedInstance};
 use crate::error::ApiError;
 use crate::identity::{identify, signed_requester, Caller, Identity};
 use crate::metrics::{IdentityLabel, ServeMetrics, TreeLabel};
+use crate::neighbours::{NeighbourError, Neighbours};
 use crate::settings::{ApiSettings, ServerLimits};
 use crate::token;
 use crate::vendordata::VendorData;
@@ -47,8 +48,19 @@ pub struct MetadataService {
     signatures: SignatureMemo,
     /// Until when the store's change feed is known complete.
     freshness: Arc<Freshness>,
+    /// The neighbour table, when callers may be identified by MAC.
+    neighbours: Option<Neighbours>,
     /// Applies the feed to the caches; stops with the service.
     _follower: AbortOnDrop,
+}
+
+/// Why the service could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("cannot set up the vendordata HTTP client: {0}")]
+    Vendor(#[from] reqwest::Error),
+    #[error("identity by MAC: {0}")]
+    Neighbours(#[from] NeighbourError),
 }
 
 impl MetadataService {
@@ -58,7 +70,11 @@ impl MetadataService {
         store: Arc<dyn Store>,
         settings: ApiSettings,
         limits: ServerLimits,
-    ) -> Result<Self, reqwest::Error> {
+    ) -> Result<Self, ServiceError> {
+        let neighbours = match settings.identity.by_mac {
+            true => Some(Neighbours::open()?),
+            false => None,
+        };
         let caches = Arc::new(Caches::new(settings.cache));
         let metrics = Arc::new(ServeMetrics::new());
         let feed = store.changes();
@@ -73,6 +89,7 @@ impl MetadataService {
             vendor: VendorData::new(&settings)?,
             render: Arc::new(settings.render.clone()),
             signatures: SignatureMemo::new(&settings.identity.shared_secret),
+            neighbours,
             caches,
             metrics,
             freshness,
@@ -170,6 +187,7 @@ impl MetadataService {
                     .await
             }
             AddressKey::AnyNetworkIp(ip) => self.store.find_by_ip(*ip).await,
+            AddressKey::AnyNetworkMac(mac) => self.store.find_by_mac(&format_mac(mac)).await,
         };
         let found = match found {
             Ok(found) => found,
@@ -197,6 +215,42 @@ impl MetadataService {
                 )))
             }
         }
+    }
+
+    /// The instance at TCP peer `address`: by the address itself
+    /// (`by_source`), else by its MAC in the neighbour table (`by_mac`).
+    async fn resolve_peer(&self, address: IpAddr) -> Result<Arc<str>, ApiError> {
+        let identity = &self.settings.identity;
+        if identity.by_source {
+            if let Some(uuid) = self
+                .lookup_address(AddressKey::AnyNetworkIp(address))
+                .await?
+            {
+                return Ok(uuid);
+            }
+        }
+        let Some(neighbours) = &self.neighbours else {
+            return Err(ApiError::NotFound(format!(
+                "No instance has the address {address}."
+            )));
+        };
+        let mac = neighbours.mac_of(address).await.map_err(|e| {
+            tracing::error!("identity by MAC: {e}");
+            ApiError::Internal
+        })?;
+        let Some(mac) = mac else {
+            return Err(ApiError::NotFound(format!(
+                "No instance has the address {address}, and the neighbour table has no MAC for it (identity by MAC needs guests on a directly attached network)."
+            )));
+        };
+        self.lookup_address(AddressKey::AnyNetworkMac(mac))
+            .await?
+            .ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "No instance has the address {address} or its MAC {}.",
+                    format_mac(&mac)
+                ))
+            })
     }
 
     /// The instance a caller is, or Nova's 404.
@@ -228,12 +282,7 @@ impl MetadataService {
                 (&*found, None)
             }
             Identity::BySource { address } => {
-                found = self
-                    .lookup_address(AddressKey::AnyNetworkIp(address))
-                    .await?
-                    .ok_or_else(|| {
-                        ApiError::NotFound(format!("No instance has the address {address}."))
-                    })?;
+                found = self.resolve_peer(address).await?;
                 (&*found, None)
             }
         };

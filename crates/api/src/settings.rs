@@ -19,10 +19,21 @@ pub struct IdentitySettings {
     pub by_address: bool,
     /// The TCP peer address (standalone, flat networks).
     pub by_source: bool,
+    /// The TCP peer's MAC, from the kernel's neighbour table (standalone,
+    /// flat networks where guests take any address by DHCP). Tried after
+    /// `by_source` when both are on.
+    pub by_mac: bool,
     /// Peers whose identity headers are believed.
     pub trusted_proxies: Vec<IpNet>,
     /// `metadata_proxy_shared_secret`.
     pub shared_secret: Vec<u8>,
+}
+
+impl IdentitySettings {
+    /// Whether a caller may be identified by its TCP peer (address or MAC).
+    pub fn by_peer(&self) -> bool {
+        self.by_source || self.by_mac
+    }
 }
 
 impl Default for IdentitySettings {
@@ -31,6 +42,7 @@ impl Default for IdentitySettings {
             signed: true,
             by_address: true,
             by_source: false,
+            by_mac: false,
             trusted_proxies: default_trusted_proxies(),
             shared_secret: Vec::new(),
         }

@@ -76,6 +76,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<String>, StoreError>;
     /// Instances that have `ip` on any network (standalone mode).
     async fn find_by_ip(&self, ip: IpAddr) -> Result<Vec<String>, StoreError>;
+    /// Instances that have a port with `mac` on any network (standalone
+    /// mode, identity by MAC).
+    async fn find_by_mac(&self, mac: &str) -> Result<Vec<String>, StoreError>;
     /// Store a guest's password unless one is set; durable before it returns.
     async fn set_password_once(&self, uuid: &str, password: &str) -> Result<(), StoreError>;
     /// Clear the password (administrator side); `false` when no such instance.

@@ -80,7 +80,15 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: SQLITE_CHANGE_LOG,
         postgres: POSTGRES_NOTIFY,
     },
+    Migration {
+        what: "find ports by MAC on any network (identity by MAC)",
+        sqlite: PORTS_MAC,
+        postgres: PORTS_MAC,
+    },
 ];
+
+/// Standalone servers find a guest by its MAC alone.
+const PORTS_MAC: &str = "CREATE INDEX ports_mac ON ports(mac);";
 
 /// The newest schema version this build knows.
 pub fn latest_version() -> i64 {

@@ -117,6 +117,16 @@ async fn records_ports_and_passwords_survive_reopening(backend: Backend) {
             .unwrap(),
         vec![instance.uuid.clone()]
     );
+    assert_eq!(
+        store.find_by_mac("fa:16:3e:12:34:56").await.unwrap(),
+        vec![instance.uuid.clone()]
+    );
+    assert!(store
+        .find_by_mac("fa:16:3e:00:00:00")
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store.find_by_mac("not a mac").await.unwrap().is_empty());
     let list = store.list_instances().await.unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].addresses, vec!["127.0.0.1"]);

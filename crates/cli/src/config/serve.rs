@@ -86,6 +86,9 @@ pub struct IdentitySection {
     pub signed: bool,
     pub by_address: bool,
     pub by_source: bool,
+    /// The peer's MAC from the neighbour table (guests on a flat network
+    /// with addresses from DHCP).
+    pub by_mac: bool,
     pub trusted_proxies: Vec<IpNet>,
     pub shared_secret_file: Option<PathBuf>,
 }
@@ -97,6 +100,7 @@ impl Default for IdentitySection {
             signed: d.signed,
             by_address: d.by_address,
             by_source: d.by_source,
+            by_mac: d.by_mac,
             trusted_proxies: d.trusted_proxies,
             shared_secret_file: None,
         }
@@ -181,8 +185,8 @@ impl ServeSection {
     /// Resolve files and validate into the API's settings.
     pub fn api_settings(&self) -> Result<ApiSettings> {
         let id = &self.identity;
-        if !(id.signed || id.by_address || id.by_source) {
-            bail!("[serve.identity] enables no way to identify callers: set signed, by_address or by_source to true");
+        if !(id.signed || id.by_address || id.by_source || id.by_mac) {
+            bail!("[serve.identity] enables no way to identify callers: set signed, by_address, by_source or by_mac to true");
         }
         if self.cache_max_instances == 0 || self.cache_max_mib == 0 {
             bail!("[serve] cache_max_instances and cache_max_mib must be at least 1; to turn caching off set cache_seconds = 0");
@@ -227,6 +231,7 @@ impl ServeSection {
                 signed: id.signed,
                 by_address: id.by_address,
                 by_source: id.by_source,
+                by_mac: id.by_mac,
                 trusted_proxies: id.trusted_proxies.clone(),
                 shared_secret,
             },

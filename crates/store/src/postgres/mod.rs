@@ -351,6 +351,17 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn find_by_mac(&self, mac: &str) -> Result<Vec<String>, StoreError> {
+        let Some(mac) = parse_mac(mac).map(|m| format_mac(&m)) else {
+            return Ok(Vec::new());
+        };
+        self.uuids(
+            "SELECT DISTINCT instance_uuid FROM ports WHERE mac = $1",
+            &[&mac],
+        )
+        .await
+    }
+
     async fn find_by_ip(&self, ip: IpAddr) -> Result<Vec<String>, StoreError> {
         self.uuids(
             "SELECT DISTINCT instance_uuid FROM ports WHERE ip = $1",

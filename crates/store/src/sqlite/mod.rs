@@ -341,6 +341,20 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn find_by_mac(&self, mac: &str) -> Result<Vec<String>, StoreError> {
+        let Some(mac) = parse_mac(mac).map(|m| format_mac(&m)) else {
+            return Ok(Vec::new());
+        };
+        self.with_conn(move |conn| {
+            uuids(
+                conn,
+                "SELECT DISTINCT instance_uuid FROM ports WHERE mac = ?1",
+                &[&mac],
+            )
+        })
+        .await
+    }
+
     async fn find_by_ip(&self, ip: IpAddr) -> Result<Vec<String>, StoreError> {
         let ip = ip.to_string();
         self.with_conn(move |conn| {
