@@ -41,7 +41,7 @@ pub(crate) fn answer(
     let body = match file {
         "meta-data" => nocloud::meta_data(&instance, render),
         "user-data" => nocloud::user_data(&instance),
-        "vendor-data" => nocloud::vendor_data(render),
+        "vendor-data" => nocloud::vendor_data(&instance, render),
         _ => match nocloud::network_config(&instance, service.settings.nocloud_network_config) {
             Ok(Some(config)) => config,
             // No network: cloud-init configures DHCP on the first interface.

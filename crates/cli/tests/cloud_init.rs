@@ -101,7 +101,13 @@ fn cloud_init_reads_what_was_registered() {
         instance.user_data.as_deref().unwrap()
     );
     assert_eq!(os["networkdata"], instance.network_data.clone().unwrap());
-    assert_eq!(os["vendordata"], serde_json::json!({}));
+    // The files again as vendor data: cloud-init's OpenStack datasource
+    // reads `files` but only its ConfigDrive datasource writes them.
+    let vendor = os["vendordata"]["cloud-init"].as_str().unwrap_or_default();
+    assert!(
+        vendor.starts_with("#cloud-config\n") && vendor.contains("\"path\":\"/etc/motd\""),
+        "{vendor}"
+    );
     assert_eq!(os["vendordata2"], serde_json::json!({"static": {}}));
     // The EC2 crawl cloud-init makes during the OpenStack read, from the fixed address.
     let ec2 = &os["ec2-metadata"];

@@ -7,7 +7,7 @@
 //! MAC) or version 2. The YAML documents are written as JSON, which is
 //! YAML too and leaves no quoting to chance.
 
-use crate::openstack::network_data;
+use crate::openstack::{network_data, vendor_cloud_init};
 use crate::tree::{full_hostname, RenderOptions};
 use crate::Instance;
 use bytes::Bytes;
@@ -86,16 +86,27 @@ pub fn user_data(instance: &Instance) -> Bytes {
 }
 
 /// `vendor-data`: the static vendor data's `cloud-init` part, as the
-/// OpenStack datasource takes it from `vendor_data.json`; empty without.
-pub fn vendor_data(options: &RenderOptions) -> Bytes {
-    let part = options
-        .vendor_static
-        .as_ref()
-        .and_then(|doc| doc.get("cloud-init"));
-    match part {
-        Some(Value::String(text)) => Bytes::from(text.clone()),
-        Some(other) => pretty(other),
+/// OpenStack datasource takes it from `vendor_data.json`, and the record's
+/// injected files as `write_files` (NoCloud has no `files` of its own);
+/// both as a `#cloud-config-archive`; empty without either.
+pub fn vendor_data(instance: &Instance, options: &RenderOptions) -> Bytes {
+    match vendor_cloud_init(instance, options) {
         None => Bytes::new(),
+        Some(Value::String(text)) => Bytes::from(text),
+        Some(Value::Array(parts)) => {
+            let parts: Vec<Value> = parts
+                .into_iter()
+                .map(|part| match part {
+                    Value::String(text) => json!({ "content": text }),
+                    other => json!({ "content": other.to_string() }),
+                })
+                .collect();
+            let mut text = String::from("#cloud-config-archive\n");
+            text.push_str(&serde_json::to_string_pretty(&parts).unwrap_or_default());
+            text.push('\n');
+            Bytes::from(text)
+        }
+        Some(other) => pretty(&other),
     }
 }
 
@@ -128,7 +139,7 @@ pub fn files(
     let mut files = vec![
         ("meta-data".to_string(), meta_data(instance, options)),
         ("user-data".to_string(), user_data(instance)),
-        ("vendor-data".to_string(), vendor_data(options)),
+        ("vendor-data".to_string(), vendor_data(instance, options)),
     ];
     if let Some(config) = network_config(instance, version)? {
         files.push(("network-config".to_string(), config));
@@ -607,6 +618,46 @@ mod tests {
         assert_eq!(v2["ethernets"]["eth0"]["accept-ra"], true);
         assert_eq!(v2["vlans"]["eth0.42"]["id"], 42);
         assert_eq!(v2["vlans"]["eth0.42"]["addresses"][0], "2001:db8::10/64");
+    }
+
+    #[test]
+    fn injected_files_become_write_files_in_vendor_data() {
+        let mut i = example_instance();
+        let options = RenderOptions::default();
+        assert!(
+            vendor_data(&i, &options).is_empty(),
+            "no files, no static part"
+        );
+        i.files = vec![crate::model::InjectedFile {
+            path: "/etc/motd".into(),
+            content: Bytes::from_static(b"hi\n"),
+        }];
+        let text = String::from_utf8(vendor_data(&i, &options).to_vec()).unwrap();
+        let doc: Value =
+            serde_json::from_str(text.strip_prefix("#cloud-config\n").unwrap()).unwrap();
+        assert_eq!(doc["write_files"][0]["path"], "/etc/motd");
+        assert_eq!(doc["write_files"][0]["content"], "aGkK");
+        assert_eq!(doc["write_files"][0]["encoding"], "b64");
+        // With a static part too: both, as an archive of parts.
+        let options = RenderOptions {
+            vendor_static: Some(std::sync::Arc::new(
+                json!({"cloud-init": "#cloud-config\nntp: {enabled: true}\n"}),
+            )),
+            ..RenderOptions::default()
+        };
+        let text = String::from_utf8(vendor_data(&i, &options).to_vec()).unwrap();
+        let parts: Value =
+            serde_json::from_str(text.strip_prefix("#cloud-config-archive\n").unwrap()).unwrap();
+        assert!(parts[0]["content"].as_str().unwrap().contains("ntp"));
+        assert!(parts[1]["content"]
+            .as_str()
+            .unwrap()
+            .contains("write_files"));
+        // And in vendor_data.json for the OpenStack datasource.
+        let doc: Value =
+            serde_json::from_str(&crate::openstack::vendor_data_json(&i, &options).unwrap())
+                .unwrap();
+        assert_eq!(doc["cloud-init"].as_array().unwrap().len(), 2);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use crate::json::{to_python_json, write_string, write_value};
 use crate::model::{DeviceKind, Instance, KNOWN_BUSES};
 use crate::tree::{full_hostname, Body, ContentType, Entry, RenderOptions};
 use crate::versions::{self, os};
+use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 use std::net::IpAddr;
@@ -268,6 +269,67 @@ pub fn vendor_static_json(options: &RenderOptions) -> Option<String> {
     options.vendor_static.as_ref().map(|v| to_python_json(v))
 }
 
+/// The record's injected files as a cloud-config that writes them. Only
+/// cloud-init's ConfigDrive datasource writes `files` itself; the
+/// OpenStack datasource over HTTP and NoCloud get them as vendor data.
+pub fn files_cloud_config(instance: &Instance) -> Option<String> {
+    if instance.files.is_empty() {
+        return None;
+    }
+    let files: Vec<Value> = instance
+        .files
+        .iter()
+        .map(|file| {
+            json!({
+                "path": file.path,
+                "content": base64::engine::general_purpose::STANDARD.encode(&file.content),
+                "encoding": "b64",
+            })
+        })
+        .collect();
+    Some(format!(
+        "#cloud-config\n{}\n",
+        serde_json::to_string(&json!({ "write_files": files })).unwrap_or_default()
+    ))
+}
+
+/// The `cloud-init` part of vendor data: the static document's, the
+/// record's files, or both as a list of parts (cloud-init processes each).
+pub fn vendor_cloud_init(instance: &Instance, options: &RenderOptions) -> Option<Value> {
+    let static_part = options
+        .vendor_static
+        .as_ref()
+        .and_then(|doc| doc.get("cloud-init"))
+        .cloned();
+    match (static_part, files_cloud_config(instance)) {
+        (None, None) => None,
+        (Some(part), None) => Some(part),
+        (None, Some(files)) => Some(Value::String(files)),
+        (Some(Value::Array(mut parts)), Some(files)) => {
+            parts.push(Value::String(files));
+            Some(Value::Array(parts))
+        }
+        (Some(part), Some(files)) => Some(json!([part, files])),
+    }
+}
+
+/// `vendor_data.json`: the static document with the record's files added
+/// to its `cloud-init` part; `None` when the static provider is off.
+pub fn vendor_data_json(instance: &Instance, options: &RenderOptions) -> Option<String> {
+    let doc = options.vendor_static.as_ref()?;
+    if instance.files.is_empty() {
+        return Some(to_python_json(doc));
+    }
+    let mut doc = match &**doc {
+        Value::Object(map) => map.clone(),
+        _ => serde_json::Map::new(),
+    };
+    if let Some(part) = vendor_cloud_init(instance, options) {
+        doc.insert("cloud-init".into(), part);
+    }
+    Some(to_python_json(&Value::Object(doc)))
+}
+
 /// A version's files, keyed by name (`""` for the version's listing).
 pub(crate) fn openstack_entries(
     instance: &Instance,
@@ -302,7 +364,7 @@ pub(crate) fn openstack_entries(
     }
     if version >= os(versions::HAVANA) {
         listing.push("vendor_data.json");
-        if let Some(doc) = vendor_static_json(options) {
+        if let Some(doc) = vendor_data_json(instance, options) {
             put(
                 "vendor_data.json",
                 Entry {
