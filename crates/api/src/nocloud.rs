@@ -1,4 +1,4 @@
-//! NoCloud's HTTP seed: with `ds=nocloud;s=http://169.254.169.254/nocloud/`
+//! NoCloud's HTTP seed: with `ds=nocloud-net;s=http://169.254.169.254/nocloud/`
 //! (kernel command line or SMBIOS serial), cloud-init fetches `meta-data`,
 //! `user-data`, `vendor-data` and `network-config` under that prefix; each
 //! caller gets its own, identified as on every other path. The files are

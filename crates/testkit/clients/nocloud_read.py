@@ -2,7 +2,7 @@
 
 Usage: nocloud_read.py SEED
 SEED is a directory (a mounted or extracted `cidata` volume) or an HTTP
-seed URL ending in `/` (`ds=nocloud;s=...`). A directory is read as
+seed URL ending in `/` (`ds=nocloud-net;s=...`). A directory is read as
 DataSourceNoCloud reads a seed directory (pathprefix2dict), a URL with
 util.read_seeded; `network-config` is then parsed with cloud-init's
 network_state (broken configuration raises). Prints JSON: meta-data,

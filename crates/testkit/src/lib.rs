@@ -3,6 +3,7 @@
 //! started here, the same way for every test, and stopped by the process id
 //! or name this helper created — never by a name search.
 
+pub mod guest;
 pub mod ovn;
 pub mod postgres;
 pub mod sb;

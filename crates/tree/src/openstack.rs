@@ -229,7 +229,7 @@ pub fn meta_data_document(
 }
 
 /// `network_data.json`: the record's own document, or one link per port
-/// with DHCP on its first IPv4 address. An instance without ports gets
+/// with DHCP on its first IPv4 address (or on a port with no address). An instance without ports gets
 /// `{}`, as Nova gives an instance without network info.
 pub fn network_data(instance: &Instance) -> Value {
     if let Some(doc) = &instance.network_data {
@@ -252,7 +252,9 @@ pub fn network_data(instance: &Instance) -> Value {
             "mtu": null,
             "ethernet_mac_address": port.mac.to_ascii_lowercase(),
         }));
-        if port.ips.iter().any(IpAddr::is_ipv4) {
+        // A port with no address (a record that knows only the MAC) is
+        // addressed by DHCP too.
+        if port.ips.is_empty() || port.ips.iter().any(IpAddr::is_ipv4) {
             networks.push(json!({
                 "id": format!("network{}", networks.len()),
                 "type": "ipv4_dhcp",
