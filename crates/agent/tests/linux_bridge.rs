@@ -6,7 +6,7 @@ mod common;
 
 use common::{network_id, signature, Api, LinuxBridge, Sb, Vm, T};
 use meta169_agent::{Agent, AgentSettings, BridgeMode};
-use meta169_testkit::{temp_dir, wait_until, OvsdbServer, OVN_SB_SCHEMA};
+use meta169_testkit::{agent_slot, temp_dir, wait_until, OvsdbServer, OVN_SB_SCHEMA};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -50,6 +50,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn linux_bridge_agent_serves_plumbs_and_cleans_up() {
+    let _slot = agent_slot();
     let dir = temp_dir();
     let mut sb_server = OvsdbServer::start("sb", OVN_SB_SCHEMA, dir.path());
     let sb = Sb::connect(&sb_server.remote()).await;
@@ -395,6 +396,7 @@ fn server_packets(capture: &str) -> Vec<(u8, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_answers_leave_with_hop_limit_one() {
+    let _slot = agent_slot();
     let dir = temp_dir();
     let sb_server = OvsdbServer::start("sb", OVN_SB_SCHEMA, dir.path());
     let sb = Sb::connect(&sb_server.remote()).await;

@@ -31,6 +31,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloud_init_reads_metadata_through_real_ovn() {
+    let _slot = meta169_testkit::agent_slot();
     let dir = temp_dir();
     let run_dir = dir.path().to_path_buf();
     let stack = std::sync::Arc::new(blocking(move || OvnStack::start(&run_dir)).await);

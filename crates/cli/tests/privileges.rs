@@ -69,6 +69,7 @@ fn agent_as_user(caps: &str, args: &[String]) -> Command {
 
 #[test]
 fn the_agent_serves_with_only_the_units_capabilities_and_names_a_missing_one() {
+    let _slot = meta169_testkit::agent_slot();
     let dir = temp_dir();
     // The user reaches the databases' sockets and its own run directory.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -3,11 +3,14 @@
 //! started here, the same way for every test, and stopped by the process id
 //! or name this helper created — never by a name search.
 
+pub mod agent_slot;
 pub mod guest;
 pub mod ovn;
 pub mod postgres;
 pub mod sb;
 pub mod spoof;
+
+pub use agent_slot::{agent_slot, AgentSlot};
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};

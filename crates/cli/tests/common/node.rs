@@ -28,10 +28,13 @@ pub struct Node {
     /// The agent's operations listener.
     pub ops: String,
     _api: Process,
+    /// Last, so it is released after everything else: one agent per node.
+    _slot: meta169_testkit::AgentSlot,
 }
 
 impl Node {
     pub fn start() -> Node {
+        let slot = meta169_testkit::agent_slot();
         let dir = temp_dir();
         // Unique per test: both tests of this file run in one process.
         let n = NODES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -121,6 +124,7 @@ impl Node {
             agent_args,
             ops,
             _api: api,
+            _slot: slot,
         }
     }
 
