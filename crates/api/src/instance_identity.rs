@@ -7,9 +7,9 @@
 //! is no signature (`pkcs7`, `signature`), which nothing reads without AWS
 //! keys to check it.
 
+use crate::answer::plain;
 use crate::cache::LoadedInstance;
 use crate::error::ApiError;
-use crate::metadata::plain;
 use meta169_http::Answer;
 use meta169_tree::{Body, ContentType};
 use serde::Serialize;

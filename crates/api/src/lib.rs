@@ -4,7 +4,9 @@
 //! to register instances.
 
 pub mod admin;
+mod answer;
 pub mod cache;
+mod cache_feed;
 pub mod error;
 pub mod identity;
 mod instance_identity;
@@ -13,6 +15,7 @@ pub mod metrics;
 pub mod neighbours;
 pub mod nocloud;
 pub mod password;
+mod session_token;
 pub mod settings;
 pub mod token;
 pub mod vendordata;

@@ -2,26 +2,26 @@
 //! handler: `/` needs no identity, any method but on `password` is served
 //! as GET, absent data is a fast 404.
 
+use crate::answer::plain;
 use crate::cache::{AddressKey, Cached, Caches, LoadedInstance};
+use crate::cache_feed::{follow, AbortOnDrop};
 use crate::error::ApiError;
 use crate::identity::{identify, signed_requester, Caller, Identity};
 use crate::metrics::{IdentityLabel, ServeMetrics, TreeLabel};
 use crate::neighbours::{NeighbourError, Neighbours};
 use crate::settings::{ApiSettings, ServerLimits};
-use crate::token;
 use crate::vendordata::VendorData;
 use axum::response::IntoResponse;
 use bytes::{Bytes, BytesMut};
-use http::{header, HeaderValue};
-use http_body_util::{Either, Full};
+use http::header;
+use http_body_util::Either;
 use hyper::body::Incoming;
 use meta169_http::address::canonical_ip;
-use meta169_http::headers::FORWARDED_FOR;
 use meta169_http::mac::{format_mac, mac_from_eui64};
 use meta169_http::signing::SignatureMemo;
 use meta169_http::Answer;
 use meta169_http::PeerHandler;
-use meta169_store::{Change, Freshness, Store};
+use meta169_store::{Freshness, Store};
 use meta169_tree::versions::{ec2_version_listing, openstack_version_listing};
 use meta169_tree::{Body, ContentType, MetadataPath, RenderOptions};
 use rand::RngCore;
@@ -300,72 +300,6 @@ impl MetadataService {
     }
 }
 
-/// Apply the store's announcements to the caches, and keep the feed's age
-/// in the metrics.
-async fn follow(
-    mut changes: tokio::sync::broadcast::Receiver<Change>,
-    freshness: Arc<Freshness>,
-    caches: Arc<Caches>,
-    metrics: Arc<ServeMetrics>,
-) {
-    use tokio::sync::broadcast::error::RecvError;
-    let mut tick = tokio::time::interval(FEED_AGE_UPDATE);
-    loop {
-        tokio::select! {
-            change = changes.recv() => match change {
-                Ok(Change::Record(uuid)) => caches.invalidate(&uuid),
-                Ok(Change::Password(uuid)) => caches.forget_instance(&uuid),
-                Ok(Change::Everything) | Err(RecvError::Lagged(_)) => caches.clear(),
-                Err(RecvError::Closed) => return,
-            },
-            _ = tick.tick() => {
-                // Before a first confirmation: how long it has been awaited.
-                let age = freshness.age().unwrap_or_else(|| freshness.running_for());
-                metrics.store_feed_age.set(age.as_secs_f64());
-                metrics.cache_sizes(&caches);
-            }
-        }
-    }
-}
-
-/// How often the feed's age and the cache's size are refreshed in the metrics.
-const FEED_AGE_UPDATE: std::time::Duration = std::time::Duration::from_secs(1);
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// The headers of every answer of one content type, built once: cloning
-/// them costs half of building a header map per request.
-static ANSWER_HEADERS: std::sync::LazyLock<[http::HeaderMap; 2]> =
-    std::sync::LazyLock::new(|| [ContentType::Text, ContentType::Json].map(answer_headers));
-
-fn answer_headers(content_type: ContentType) -> http::HeaderMap {
-    let mut headers = http::HeaderMap::with_capacity(2);
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(content_type.as_str()),
-    );
-    // Tells meta169's agent it may pipeline requests (Nova's API does
-    // not get them).
-    headers.insert(header::SERVER, meta169_http::headers::SERVER);
-    headers
-}
-
-pub(crate) fn plain(content_type: ContentType, body: impl Into<Bytes>) -> Answer {
-    let mut response = Answer::new(Either::Left(Full::new(body.into())));
-    let template = match content_type {
-        ContentType::Text => &ANSWER_HEADERS[0],
-        ContentType::Json => &ANSWER_HEADERS[1],
-    };
-    *response.headers_mut() = template.clone();
-    response
-}
-
 /// `YYYY-MM-DD` of now, UTC, for hiding future versions.
 pub fn today_utc() -> String {
     let days = std::time::SystemTime::now()
@@ -518,9 +452,9 @@ async fn serve(
     outcome.instance = Some(loaded.clone());
     if path.is_token_request() {
         let direct = matches!(outcome.identity, IdentityLabel::BySource);
-        return token_answer(service, &loaded, request, direct);
+        return crate::session_token::answer(service, &loaded, request, direct);
     }
-    check_token(service, &loaded, &request.headers)?;
+    crate::session_token::check(service, &loaded, &request.headers)?;
     let segments = match path {
         MetadataPath::Ec2Versions => return Ok(plain(ContentType::Text, ec2_version_listing())),
         MetadataPath::OpenStackVersions => {
@@ -575,81 +509,6 @@ async fn serve(
         }
         Body::Password => return crate::password::answer(service, &loaded, request, body).await,
     })
-}
-
-/// `PUT /latest/api/token`: a session token for the caller's instance.
-/// `direct`: the caller is the guest itself (identified by its address),
-/// not a trusted proxy.
-fn token_answer(
-    service: &MetadataService,
-    loaded: &LoadedInstance,
-    request: &http::request::Parts,
-    direct: bool,
-) -> Result<Answer, ApiError> {
-    if request.method != http::Method::PUT {
-        return Err(ApiError::MethodNotAllowed(
-            "A session token is requested with PUT.".into(),
-        ));
-    }
-    // A token request relayed by a proxy inside the guest (what a forged
-    // request from a guest's web application looks like) is refused, as
-    // AWS does. From a trusted proxy, X-Forwarded-For is that proxy's.
-    if direct && request.headers.contains_key(FORWARDED_FOR) {
-        return Err(ApiError::NotAccepted(
-            "A session token request must not carry X-Forwarded-For.".into(),
-        ));
-    }
-    let ttl = token::parse_ttl(
-        request
-            .headers
-            .get(&token::TTL_HEADER)
-            .map(HeaderValue::as_bytes),
-    )
-    .map_err(|e| ApiError::BadRequest(format!("{e}.")))?;
-    let mut answer = plain(
-        ContentType::Text,
-        service.settings.tokens.keys.issue(&loaded.uuid, ttl),
-    );
-    answer
-        .headers_mut()
-        .insert(token::TTL_HEADER, HeaderValue::from(ttl.as_secs()));
-    service.metrics.tokens_issued.inc();
-    Ok(answer)
-}
-
-/// A request's session token: checked when sent, required where the
-/// instance's record or the server says so; requests without one are
-/// counted.
-fn check_token(
-    service: &MetadataService,
-    loaded: &LoadedInstance,
-    headers: &http::HeaderMap,
-) -> Result<(), ApiError> {
-    match headers.get(&token::TOKEN_HEADER) {
-        Some(value) => {
-            let text = value.to_str().unwrap_or_default();
-            service
-                .settings
-                .tokens
-                .keys
-                .check(text, &loaded.uuid)
-                .map_err(|e| {
-                    ApiError::Unauthorized(format!(
-                        "{e}: request a new one with PUT /latest/api/token."
-                    ))
-                })
-        }
-        None => {
-            let mode = loaded.tokens.unwrap_or(service.settings.tokens.mode);
-            if mode == token::TokenMode::Required {
-                return Err(ApiError::Unauthorized(
-                    "This instance requires a session token: PUT /latest/api/token with X-aws-ec2-metadata-token-ttl-seconds, then send it as X-aws-ec2-metadata-token.".into(),
-                ));
-            }
-            service.metrics.tokenless.inc();
-            Ok(())
-        }
-    }
 }
 
 #[cfg(test)]

@@ -4,9 +4,10 @@
 //! caller gets its own, identified as on every other path. The files are
 //! the NoCloud renderer's (meta169-tree), the same a `cidata` drive holds.
 
+use crate::answer::plain;
 use crate::cache::LoadedInstance;
 use crate::error::ApiError;
-use crate::metadata::{plain, MetadataService};
+use crate::metadata::MetadataService;
 use meta169_http::Answer;
 use meta169_tree::nocloud::{self, FILES};
 use meta169_tree::ContentType;

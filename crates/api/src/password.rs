@@ -1,9 +1,10 @@
 //! Nova's password endpoint: GET reads the password the guest posted,
 //! POST sets it once (durably, before the 200), anything else is 400.
 
+use crate::answer::plain;
 use crate::cache::LoadedInstance;
 use crate::error::ApiError;
-use crate::metadata::{plain, MetadataService};
+use crate::metadata::MetadataService;
 use bytes::Bytes;
 use http::{header, Method, StatusCode};
 use hyper::body::Incoming;
