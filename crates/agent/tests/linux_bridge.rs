@@ -435,10 +435,11 @@ async fn token_answers_leave_with_hop_limit_one() {
         let ns = ns_name.clone();
         blocking(move || {
             meta169_agent::netns::run_in(&ns, move || {
-                meta169_testkit::spoof::send_from(
+                meta169_testkit::send_from(
                     None,
                     "169.254.169.254:80".parse().unwrap(),
                     text.as_bytes(),
+                    Duration::from_secs(5),
                     Duration::from_secs(5),
                 )
             })

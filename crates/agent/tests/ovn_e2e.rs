@@ -159,10 +159,11 @@ async fn cloud_init_reads_metadata_through_real_ovn() {
         let ns = vm.ns.name.clone();
         let status = blocking(move || {
             meta169_agent::netns::run_in(&ns, move || {
-                spoof::send_from(
+                meta169_testkit::send_from(
                     None,
                     METADATA,
                     format!("POST /openstack/latest/password HTTP/1.1\r\nHost: 169.254.169.254\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{password}", password.len()).as_bytes(),
+                    Duration::from_secs(10),
                     Duration::from_secs(10),
                 )
             })

@@ -118,10 +118,11 @@ fn post_from(source: &str, target: SocketAddr, body: &str) -> u16 {
         "POST /openstack/latest/password HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    spoof::send_from(
+    meta169_testkit::send_from(
         Some(source.parse().unwrap()),
         target,
         request.as_bytes(),
+        Duration::from_secs(5),
         Duration::from_secs(5),
     )
     .unwrap()

@@ -125,20 +125,41 @@ pub fn http_get_from(
     connect_timeout: Duration,
     read_timeout: Duration,
 ) -> std::io::Result<(u16, String)> {
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n");
+    send_from(
+        Some(source),
+        target,
+        request.as_bytes(),
+        connect_timeout,
+        read_timeout,
+    )
+}
+
+/// Send the raw bytes of `request` from `source` (any local address, or
+/// the calling thread's namespace's when `None`) to `target` on a fresh
+/// connection and read to the end: (status, body), status 0 when the
+/// answer has none.
+pub fn send_from(
+    source: Option<std::net::IpAddr>,
+    target: SocketAddr,
+    request: &[u8],
+    connect_timeout: Duration,
+    read_timeout: Duration,
+) -> std::io::Result<(u16, String)> {
     use std::io::Write;
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(target),
         socket2::Type::STREAM,
         None,
     )?;
-    socket.bind(&SocketAddr::new(source, 0).into())?;
+    if let Some(source) = source {
+        socket.bind(&SocketAddr::new(source, 0).into())?;
+    }
     socket.connect_timeout(&target.into(), connect_timeout)?;
     let mut stream: TcpStream = socket.into();
     stream.set_read_timeout(Some(read_timeout))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n"
-    )?;
+    stream.write_all(request)?;
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer)?;
     let text = String::from_utf8_lossy(&answer);

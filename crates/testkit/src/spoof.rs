@@ -7,8 +7,7 @@
 
 use rand::seq::SliceRandom;
 use rand::Rng;
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// Whom the guest pretends to be.
@@ -155,39 +154,6 @@ impl Attack {
     }
 }
 
-/// Send `request` from `source` (any local address: one of loopback's
-/// 127/8, or the calling thread's namespace's) to `target` on a fresh
-/// connection and read to the end: (status, body), status 0 when the
-/// answer has none.
-pub fn send_from(
-    source: Option<IpAddr>,
-    target: SocketAddr,
-    request: &[u8],
-    timeout: Duration,
-) -> std::io::Result<(u16, String)> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(target),
-        socket2::Type::STREAM,
-        None,
-    )?;
-    if let Some(source) = source {
-        socket.bind(&SocketAddr::new(source, 0).into())?;
-    }
-    socket.connect_timeout(&target.into(), timeout)?;
-    let mut stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(timeout))?;
-    stream.write_all(request)?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer)?;
-    let text = String::from_utf8_lossy(&answer);
-    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
-}
-
 /// What a run of attacks got back.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Tally {
@@ -296,7 +262,13 @@ impl Barrage {
                             "GET"
                         };
                         let request = attack.request(method, "169.254.169.254", &appended);
-                        let answer = send_from(source, target, &request, Duration::from_secs(10));
+                        let answer = crate::send_from(
+                            source,
+                            target,
+                            &request,
+                            Duration::from_secs(10),
+                            Duration::from_secs(10),
+                        );
                         tally.add(&answer, own, theirs);
                     }
                     tally
