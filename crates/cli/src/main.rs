@@ -80,6 +80,7 @@ fn main() -> ExitCode {
 fn run(command: Command) -> Result<()> {
     let runtime = match command {
         Command::Agent(_) => meta169_agent::runtime()?,
+        Command::Serve(_) => serve::runtime()?,
         _ => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?,

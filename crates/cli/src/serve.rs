@@ -36,6 +36,25 @@ pub struct ServeArgs {
     demo: bool,
 }
 
+/// The runtime serve runs on. Given one CPU (an affinity mask or a
+/// cgroup quota of one), a current-thread runtime: there is no other
+/// worker to hand work to, and the multi-thread scheduler's bookkeeping
+/// and wake-ups are pure overhead on a cached request. Otherwise one
+/// worker per CPU.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    if cpus == 1 {
+        tracing::info!("one CPU available: serving on a single thread");
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    }
+}
+
 pub async fn run(args: ServeArgs) -> Result<()> {
     let file = config::load(args.config.as_deref())?;
     let mut section = file.serve;

@@ -42,6 +42,53 @@ async fn demo_serves_the_example_and_prints_how_to_try_it() {
     assert_eq!(md["uuid"], meta169_tree::example_instance().uuid);
 }
 
+/// serve given one CPU runs on one thread: everything still works there,
+/// the password POST (a blocking store write) included.
+#[test]
+fn serve_on_one_cpu_answers_everything_on_one_thread() {
+    let dir = temp_dir();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut command = std::process::Command::new("taskset");
+    command.args(["-c", "0", common::BIN]).args([
+        "serve",
+        "--demo",
+        "--listen",
+        &listen,
+        "--admin-listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--ops-listen",
+        &format!("127.0.0.1:{}", free_port()),
+    ]);
+    let _server = meta169_testkit::Process::start("one-cpu", command, dir.path());
+    let log = dir.path().join("one-cpu.log");
+    assert!(
+        meta169_testkit::wait_until(std::time::Duration::from_secs(20), || {
+            meta169_testkit::read_log(&log).contains("metadata API listening")
+        }),
+        "{}",
+        meta169_testkit::read_log(&log)
+    );
+    assert!(
+        meta169_testkit::read_log(&log).contains("serving on a single thread"),
+        "{}",
+        meta169_testkit::read_log(&log)
+    );
+    let url = |path: &str| format!("http://{listen}{path}");
+    let (status, md) = common::http("GET", &url("/openstack/latest/meta_data.json"), &[], b"");
+    assert_eq!(status, 200, "{md}");
+    let md: Value = serde_json::from_str(&md).unwrap();
+    assert_eq!(md["uuid"], meta169_tree::example_instance().uuid);
+    let (status, _) = common::http(
+        "POST",
+        &url("/openstack/latest/password"),
+        &[],
+        b"on-one-cpu",
+    );
+    assert_eq!(status, 200);
+    let (status, password) = common::http("GET", &url("/openstack/latest/password"), &[], b"");
+    assert_eq!((status, password.as_str()), (200, "on-one-cpu"));
+}
+
 #[test]
 fn instance_commands_round_trip_a_record() {
     let dir = temp_dir();
