@@ -175,21 +175,25 @@ impl Caches {
         self.start.elapsed().as_millis() as u64
     }
 
-    pub fn instance(&self, uuid: &str) -> Option<Cached> {
+    /// A cached instance, fresh or expired as of `now` (the request's
+    /// arrival: one clock read per request serves every check).
+    pub fn instance(&self, uuid: &str, now: Instant) -> Option<Cached> {
         let map = self.instances.read().unwrap_or_else(|e| e.into_inner());
         let slot = map.get(uuid)?;
-        let now = self.now_ms();
+        let now_ms = now.saturating_duration_since(self.start).as_millis() as u64;
         // Writing only when the millisecond changed keeps the hot path
         // from bouncing the slot's cache line between cores.
-        if slot.used_ms.load(Ordering::Relaxed) != now {
-            slot.used_ms.store(now, Ordering::Relaxed);
+        if slot.used_ms.load(Ordering::Relaxed) != now_ms {
+            slot.used_ms.store(now_ms, Ordering::Relaxed);
         }
         let loaded = slot.loaded.clone();
-        Some(if loaded.loaded_at.elapsed() < self.limits.ttl {
-            Cached::Fresh(loaded)
-        } else {
-            Cached::Expired(loaded)
-        })
+        Some(
+            if now.saturating_duration_since(loaded.loaded_at) < self.limits.ttl {
+                Cached::Fresh(loaded)
+            } else {
+                Cached::Expired(loaded)
+            },
+        )
     }
 
     /// The current generation, read before a load from the store.
@@ -274,11 +278,15 @@ impl Caches {
     }
 
     /// The instance an address belongs to, and whether the mapping is
-    /// older than the TTL.
-    pub fn address(&self, key: &AddressKey) -> Option<(Arc<str>, bool)> {
+    /// older than the TTL as of `now`.
+    pub fn address(&self, key: &AddressKey, now: Instant) -> Option<(Arc<str>, bool)> {
         let map = self.addresses.read().unwrap_or_else(|e| e.into_inner());
-        map.get(key)
-            .map(|t| (t.uuid.clone(), t.at.elapsed() >= self.limits.ttl))
+        map.get(key).map(|t| {
+            (
+                t.uuid.clone(),
+                now.saturating_duration_since(t.at) >= self.limits.ttl,
+            )
+        })
     }
 
     pub fn put_address(&self, key: AddressKey, uuid: Arc<str>, generation: u64) {
@@ -378,16 +386,19 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         // The first half is used again; the second half is not.
         for i in 0..16 {
-            assert!(caches.instance(&format!("i{i}")).is_some());
+            assert!(caches.instance(&format!("i{i}"), Instant::now()).is_some());
         }
         std::thread::sleep(Duration::from_millis(5));
         let evicted = caches.put_instance(loaded("new"), caches.generation());
         assert!(evicted >= 1);
         assert!(caches.instances() <= 32);
         for i in 0..16 {
-            assert!(caches.instance(&format!("i{i}")).is_some(), "i{i} evicted");
+            assert!(
+                caches.instance(&format!("i{i}"), Instant::now()).is_some(),
+                "i{i} evicted"
+            );
         }
-        assert!(caches.instance("new").is_some());
+        assert!(caches.instance("new", Instant::now()).is_some());
     }
 
     #[test]
@@ -412,9 +423,9 @@ mod tests {
         let before = caches.generation();
         caches.invalidate("a");
         caches.put_instance(loaded("a"), before);
-        assert!(caches.instance("a").is_none());
+        assert!(caches.instance("a", Instant::now()).is_none());
         caches.put_instance(loaded("a"), caches.generation());
-        assert!(caches.instance("a").is_some());
+        assert!(caches.instance("a", Instant::now()).is_some());
     }
 
     #[test]
@@ -426,10 +437,10 @@ mod tests {
         caches.put_address(other.clone(), "b".into(), caches.generation());
         caches.put_instance(loaded("a"), caches.generation());
         caches.forget_instance("a");
-        assert!(caches.instance("a").is_none());
-        assert!(caches.address(&key).is_some());
+        assert!(caches.instance("a", Instant::now()).is_none());
+        assert!(caches.address(&key, Instant::now()).is_some());
         caches.invalidate("a");
-        assert!(caches.address(&key).is_none());
-        assert!(caches.address(&other).is_some());
+        assert!(caches.address(&key, Instant::now()).is_none());
+        assert!(caches.address(&other, Instant::now()).is_some());
     }
 }

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod neighbours;
 pub mod nocloud;
 pub mod password;
+mod random_seed;
 mod session_token;
 pub mod settings;
 pub mod token;

@@ -12,7 +12,7 @@ use crate::neighbours::{NeighbourError, Neighbours};
 use crate::settings::{ApiSettings, ServerLimits};
 use crate::vendordata::VendorData;
 use axum::response::IntoResponse;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header;
 use http_body_util::Either;
 use hyper::body::Incoming;
@@ -24,16 +24,11 @@ use meta169_http::PeerHandler;
 use meta169_store::{Freshness, Store};
 use meta169_tree::versions::{ec2_version_listing, openstack_version_listing};
 use meta169_tree::{Body, ContentType, MetadataPath, RenderOptions};
-use rand::RngCore;
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 use tracing::Instrument;
-
-/// Size of Nova's random seed, before base64.
-const RANDOM_SEED_BYTES: usize = 512;
-/// Its base64 text, padded (what Nova's `base64.b64encode` gives).
-const RANDOM_SEED_TEXT: usize = RANDOM_SEED_BYTES.div_ceil(3) * 4;
 
 /// Shared state of the metadata side.
 pub struct MetadataService {
@@ -128,8 +123,12 @@ impl MetadataService {
     }
 
     /// Load (or take from the cache) an instance and its tree.
-    pub async fn load(&self, uuid: &str) -> Result<Option<Arc<LoadedInstance>>, ApiError> {
-        let stale = match self.caches.instance(uuid) {
+    pub async fn load(
+        &self,
+        uuid: &str,
+        now: Instant,
+    ) -> Result<Option<Arc<LoadedInstance>>, ApiError> {
+        let stale = match self.caches.instance(uuid, now) {
             Some(Cached::Fresh(hit)) => {
                 self.metrics.cache_hits.inc();
                 return Ok(Some(hit));
@@ -171,8 +170,12 @@ impl MetadataService {
         Ok(Some(loaded))
     }
 
-    async fn lookup_address(&self, key: AddressKey) -> Result<Option<Arc<str>>, ApiError> {
-        let stale = match self.caches.address(&key) {
+    async fn lookup_address(
+        &self,
+        key: AddressKey,
+        now: Instant,
+    ) -> Result<Option<Arc<str>>, ApiError> {
+        let stale = match self.caches.address(&key, now) {
             Some((uuid, false)) => return Ok(Some(uuid)),
             Some((uuid, true)) if self.store_down() => return Ok(Some(uuid)),
             Some((uuid, true)) => Some(uuid),
@@ -219,11 +222,11 @@ impl MetadataService {
 
     /// The instance at TCP peer `address`: by the address itself
     /// (`by_source`), else by its MAC in the neighbour table (`by_mac`).
-    async fn resolve_peer(&self, address: IpAddr) -> Result<Arc<str>, ApiError> {
+    async fn resolve_peer(&self, address: IpAddr, now: Instant) -> Result<Arc<str>, ApiError> {
         let identity = &self.settings.identity;
         if identity.by_source {
             if let Some(uuid) = self
-                .lookup_address(AddressKey::AnyNetworkIp(address))
+                .lookup_address(AddressKey::AnyNetworkIp(address), now)
                 .await?
             {
                 return Ok(uuid);
@@ -243,7 +246,7 @@ impl MetadataService {
                 "No instance has the address {address}, and the neighbour table has no MAC for it (identity by MAC needs guests on a directly attached network)."
             )));
         };
-        self.lookup_address(AddressKey::AnyNetworkMac(mac))
+        self.lookup_address(AddressKey::AnyNetworkMac(mac), now)
             .await?
             .ok_or_else(|| {
                 ApiError::NotFound(format!(
@@ -253,8 +256,12 @@ impl MetadataService {
             })
     }
 
-    /// The instance a caller is, or Nova's 404.
-    pub async fn resolve(&self, caller: &Caller<'_>) -> Result<Arc<LoadedInstance>, ApiError> {
+    /// The instance a caller is, or Nova's 404; caches judged as of `now`.
+    pub async fn resolve(
+        &self,
+        caller: &Caller<'_>,
+        now: Instant,
+    ) -> Result<Arc<LoadedInstance>, ApiError> {
         let found;
         let (uuid, expected_project) = match caller.identity {
             Identity::Signed {
@@ -276,18 +283,18 @@ impl MetadataService {
                     },
                     ip => AddressKey::NetworkIp(network_id.to_string(), ip),
                 };
-                found = self.lookup_address(key).await?.ok_or_else(|| {
+                found = self.lookup_address(key, now).await?.ok_or_else(|| {
                     ApiError::NotFound(format!("Instance was not found on network {network_id}."))
                 })?;
                 (&*found, None)
             }
             Identity::BySource { address } => {
-                found = self.resolve_peer(address).await?;
+                found = self.resolve_peer(address, now).await?;
                 (&*found, None)
             }
         };
         let loaded = self
-            .load(uuid)
+            .load(uuid, now)
             .await?
             .ok_or_else(|| ApiError::NotFound("Instance was not found.".into()))?;
         if let Some(project) = expected_project {
@@ -344,8 +351,12 @@ fn parse_path(decoded: &str) -> Result<MetadataPath<'_>, ApiError> {
 pub struct MetadataHandler(pub Arc<MetadataService>);
 
 impl PeerHandler for MetadataHandler {
-    async fn handle(&self, request: http::Request<Incoming>, peer: SocketAddr) -> Answer {
-        handle(&self.0, request, peer).await
+    fn handle(
+        &self,
+        request: http::Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl std::future::Future<Output = Answer> + Send {
+        handle(&self.0, request, peer)
     }
 }
 
@@ -354,32 +365,40 @@ impl PeerHandler for MetadataHandler {
 /// The per-request span is at debug level: an enabled span costs more than
 /// the rest of a cached request. Error events carry path and instance
 /// themselves, so logs at info level lose nothing.
-pub async fn handle(
+///
+/// Not an `async fn`: the head is split off before the future is built,
+/// so the future does not carry the request twice. Hyper moves each
+/// request's future a few times, and its size showed in the profile.
+pub fn handle(
     service: &MetadataService,
     request: http::Request<Incoming>,
     peer: SocketAddr,
-) -> Answer {
-    let started = std::time::Instant::now();
+) -> impl std::future::Future<Output = Answer> + Send + '_ {
+    let started = Instant::now();
     let span = tracing::debug_span!("metadata", path = %request.uri().path(), method = %request.method(), instance = tracing::field::Empty);
     // The head stays here, borrowed by the request's handling and read
     // again for its metrics and log line; only the body moves on.
     let (parts, body) = request.into_parts();
     async move {
         let mut outcome = Outcome::default();
-        let (mut response, why) = match serve(service, &parts, body, peer.ip(), &mut outcome).await
-        {
-            Ok(response) => (response, None),
-            Err(error) => {
-                let why = error.to_string();
-                (error.into_response().map(Either::Right), Some(why))
-            }
-        };
-        // Answers from `plain` carry it already.
-        if !response.headers().contains_key(header::SERVER) {
-            response
-                .headers_mut()
-                .insert(header::SERVER, meta169_http::headers::SERVER);
-        }
+        let (response, why) =
+            match serve(service, &parts, body, peer.ip(), started, &mut outcome).await {
+                Ok(response) => {
+                    debug_assert!(
+                        response.headers().contains_key(header::SERVER),
+                        "answers are built by `plain`, which names the server"
+                    );
+                    (response, None)
+                }
+                Err(error) => {
+                    let why = error.to_string();
+                    let mut response = error.into_response().map(Either::Right);
+                    response
+                        .headers_mut()
+                        .insert(header::SERVER, meta169_http::headers::SERVER);
+                    (response, Some(why))
+                }
+            };
         let (status, took) = (response.status().as_u16(), started.elapsed());
         let path = parts.uri.path();
         service
@@ -393,7 +412,6 @@ pub async fn handle(
         response
     }
     .instrument(span)
-    .await
 }
 
 /// What a request turned out to be, for its metrics and access log line.
@@ -422,6 +440,7 @@ async fn serve(
     request: &http::request::Parts,
     body: Incoming,
     peer: IpAddr,
+    started: Instant,
     outcome: &mut Outcome,
 ) -> Result<Answer, ApiError> {
     let decoded = decode_path(request.uri.path())?;
@@ -446,16 +465,21 @@ async fn serve(
             Identity::Signed { .. } => None,
             Identity::ByAddress { address, .. } | Identity::BySource { address } => Some(address),
         };
-        (service.resolve(&caller).await?, requester)
+        (service.resolve(&caller, started).await?, requester)
     };
-    tracing::Span::current().record("instance", &*loaded.uuid);
+    // The span is at debug level; finding it costs more than the check.
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        tracing::Span::current().record("instance", &*loaded.uuid);
+    }
     outcome.instance = Some(loaded.clone());
     if path.is_token_request() {
         let direct = matches!(outcome.identity, IdentityLabel::BySource);
         return crate::session_token::answer(service, &loaded, request, direct);
     }
     crate::session_token::check(service, &loaded, &request.headers)?;
-    let segments = match path {
+    // Borrowed: the segments are a few hundred bytes, and a copy would
+    // also sit in this future.
+    let segments = match &path {
         MetadataPath::Ec2Versions => return Ok(plain(ContentType::Text, ec2_version_listing())),
         MetadataPath::OpenStackVersions => {
             return Ok(plain(
@@ -468,34 +492,29 @@ async fn serve(
     };
     let guest =
         || requester.unwrap_or_else(|| signed_requester(&request.headers, canonical_ip(peer)));
-    if let Some(answer) = crate::instance_identity::answer(&loaded, &segments, guest) {
+    if let Some(answer) = crate::instance_identity::answer(&loaded, segments, guest) {
         return answer;
     }
-    if let Some(answer) = crate::nocloud::answer(service, &loaded, &segments) {
+    if let Some(answer) = crate::nocloud::answer(service, &loaded, segments) {
         return answer;
     }
     let entry = loaded
         .tree
-        .lookup(&segments)
+        .lookup(segments)
         .ok_or_else(ApiError::not_found)?;
     Ok(match &entry.body {
         Body::Static(bytes) => plain(entry.content_type, bytes.clone()),
-        Body::MetaData { before, after } => {
-            let mut seed = [0u8; RANDOM_SEED_BYTES];
-            rand::thread_rng().fill_bytes(&mut seed);
-            let mut text = [0u8; RANDOM_SEED_TEXT];
-            let text = base64_simd::STANDARD.encode(&seed, base64_simd::Out::from_slice(&mut text));
-            let mut body = BytesMut::with_capacity(before.len() + text.len() + after.len());
-            body.extend_from_slice(before);
-            body.extend_from_slice(text);
-            body.extend_from_slice(after);
-            plain(entry.content_type, body.freeze())
-        }
+        Body::MetaData { before, after } => plain(
+            entry.content_type,
+            crate::random_seed::document(before, after),
+        ),
         Body::RequesterAddress => plain(entry.content_type, guest().to_string()),
         Body::VendorData2 => {
+            // Boxed: the vendordata call's future is a kilobyte, and it
+            // runs once per instance.
             let doc = loaded
                 .vendor_data2
-                .get_or_init(|| async {
+                .get_or_init(|| Box::pin(async {
                     match loaded.tree.instance() {
                         Some(instance) => service.vendor.document(&instance, &service.settings).await,
                         None => {
@@ -503,11 +522,14 @@ async fn serve(
                             Bytes::from_static(b"{}")
                         }
                     }
-                })
+                }))
                 .await;
             plain(entry.content_type, doc.clone())
         }
-        Body::Password => return crate::password::answer(service, &loaded, request, body).await,
+        // Once per boot: boxed, so every other request's future stays small.
+        Body::Password => {
+            return Box::pin(crate::password::answer(service, &loaded, request, body)).await
+        }
     })
 }
 
