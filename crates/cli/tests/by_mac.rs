@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{run_ok, start_serve};
+use common::serve_in_namespace;
 use meta169_testkit::{temp_dir, Netns};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -74,34 +74,11 @@ fn guests_are_found_by_mac_wherever_dhcp_puts_them() {
             "ports": [{"network_id": "lan", "mac": "FA:16:3E:00:00:01"}]}"#,
     )
     .unwrap();
-    let store = format!("sqlite://{}/store.db", dir.path().display());
-    run_ok(&[
-        "instance",
-        "--store",
-        &store,
-        "add",
-        record.to_str().unwrap(),
-    ]);
-    let config = dir.path().join("meta169.toml");
-    std::fs::write(
-        &config,
-        "[serve.identity]\nsigned = false\nby_address = false\nby_source = false\nby_mac = true\n",
-    )
-    .unwrap();
-    let _server = start_serve(
-        "serve",
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--store",
-            &store,
-            "--listen",
-            "169.254.169.254:80",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ],
-        Some(&srv),
+    let _server = serve_in_namespace(
+        &srv,
         dir.path(),
+        "[serve.identity]\nsigned = false\nby_address = false\nby_source = false\nby_mac = true\n",
+        &record,
     );
 
     take_address(&registered, "10.0.0.5/24");

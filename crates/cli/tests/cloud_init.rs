@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{clients_dir, run_ok, start_serve};
+use common::{clients_dir, serve_in_namespace};
 use meta169_testkit::{cloud_init_installed, python, temp_dir, Netns};
 use serde_json::Value;
 
@@ -45,34 +45,11 @@ fn cloud_init_reads_what_was_registered() {
     }];
     let record = dir.path().join("instance.json");
     std::fs::write(&record, serde_json::to_string(&instance).unwrap()).unwrap();
-    let store = format!("sqlite://{}/store.db", dir.path().display());
-    run_ok(&[
-        "instance",
-        "--store",
-        &store,
-        "add",
-        record.to_str().unwrap(),
-    ]);
-    let config = dir.path().join("meta169.toml");
-    std::fs::write(
-        &config,
-        "[serve.identity]\nby_source = true\nsigned = false\nby_address = false\n",
-    )
-    .unwrap();
-    let _server = start_serve(
-        "serve",
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--store",
-            &store,
-            "--listen",
-            "169.254.169.254:80",
-            "--admin-listen",
-            "127.0.0.1:8776",
-        ],
-        Some(&srv),
+    let _server = serve_in_namespace(
+        &srv,
         dir.path(),
+        "[serve.identity]\nby_source = true\nsigned = false\nby_address = false\n",
+        &record,
     );
 
     let out = python(

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{run_ok, start_serve};
+use common::{run_ok, serve_in_namespace};
 use meta169_testkit::guest::{self, Boot, Guest, Lan};
 use meta169_testkit::{is_root, temp_dir, Process};
 use serde_json::{json, Value};
@@ -48,35 +48,12 @@ fn record(dir: &Path, name: &str, mac: &str, public_key: &str) -> std::path::Pat
 /// `meta169 serve` on 169.254.169.254:80 in the lan's namespace, identity
 /// by MAC, the record in its store.
 fn serve(lan: &Lan, dir: &Path, record: &Path) -> Process {
-    let store = format!("sqlite://{}/store.db", dir.display());
-    run_ok(&[
-        "instance",
-        "--store",
-        &store,
-        "add",
-        record.to_str().unwrap(),
-    ]);
-    let config = dir.join("meta169.toml");
-    std::fs::write(
-        &config,
+    serve_in_namespace(
+        &lan.ns,
+        dir,
         "[serve]\naccess_log = \"all\"\ndhcp_domain = \"\"\n\
          [serve.identity]\nsigned = false\nby_address = false\nby_source = true\nby_mac = true\n",
-    )
-    .unwrap();
-    start_serve(
-        "serve",
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--store",
-            &store,
-            "--listen",
-            "169.254.169.254:80",
-            "--admin-listen",
-            "127.0.0.1:8776",
-        ],
-        Some(&lan.ns),
-        dir,
+        record,
     )
 }
 

@@ -69,9 +69,15 @@ pub fn start_serve(name: &str, args: &[&str], netns: Option<&Netns>, dir: &Path)
 /// A store file in `dir` holding the example record; returns the store URL
 /// and the record file.
 pub fn example_store(dir: &Path) -> (String, PathBuf) {
-    let store = format!("sqlite://{}/store.db", dir.display());
     let record = dir.join("instance.json");
     std::fs::write(&record, run_ok(&["instance", "example"])).expect("write record");
+    (store_holding(dir, &record), record)
+}
+
+/// A store file in `dir` holding the record in file `record` (added with
+/// `meta169 instance add`); returns the store URL.
+pub fn store_holding(dir: &Path, record: &Path) -> String {
+    let store = format!("sqlite://{}/store.db", dir.display());
     run_ok(&[
         "instance",
         "--store",
@@ -79,7 +85,31 @@ pub fn example_store(dir: &Path) -> (String, PathBuf) {
         "add",
         &record.to_string_lossy(),
     ]);
-    (store, record)
+    store
+}
+
+/// `meta169 serve` on 169.254.169.254:80 inside `netns`, as on a host
+/// bridge, with `config` (TOML text) and a store in `dir` holding the
+/// record in file `record`.
+pub fn serve_in_namespace(netns: &Netns, dir: &Path, config: &str, record: &Path) -> Process {
+    let store = store_holding(dir, record);
+    let config_file = dir.join("meta169.toml");
+    std::fs::write(&config_file, config).expect("write config");
+    start_serve(
+        "serve",
+        &[
+            "--config",
+            &config_file.to_string_lossy(),
+            "--store",
+            &store,
+            "--listen",
+            "169.254.169.254:80",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        Some(netns),
+        dir,
+    )
 }
 
 /// `meta169 serve` on loopback ports with `config` (TOML text) and `store`;
