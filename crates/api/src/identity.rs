@@ -79,7 +79,9 @@ impl<'a> Found<'a> {
         match self {
             Found::Absent => Ok(None),
             Found::Repeated => Err(ApiError::DuplicateHeader(display_name(name).to_string())),
-            Found::Once(value) => value.to_str().map(|s| Some(s.trim())).map_err(|_| {
+            // `trim_ascii`: the text is ASCII, and `trim` looks for
+            // Unicode spaces (these values are read on every signed request).
+            Found::Once(value) => value.to_str().map(|s| Some(s.trim_ascii())).map_err(|_| {
                 ApiError::BadHeader(format!("{} header is not valid text.", display_name(name)))
             }),
         }
@@ -267,6 +269,25 @@ mod tests {
     }
 
     const LOCAL: &str = "127.0.0.1";
+
+    #[test]
+    fn header_text_is_visible_ascii_trimmed() {
+        let text = |bytes: &[u8]| {
+            let value = HeaderValue::from_bytes(bytes).unwrap();
+            Found::Once(&value)
+                .text(&INSTANCE_ID)
+                .map(|t| t.map(str::to_string))
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(text(b" \tabc def\t ").unwrap().as_deref(), Some("abc def"));
+        assert_eq!(text(b"").unwrap().as_deref(), Some(""));
+        // Control characters never make a header value; bytes above ASCII do.
+        for bad in [&b"caf\xc3\xa9"[..], b"a\xff", b"\x80"] {
+            assert!(text(bad).unwrap_err().contains("not valid text"), "{bad:?}");
+            // The rule is `HeaderValue::to_str`'s.
+            assert!(HeaderValue::from_bytes(bad).unwrap().to_str().is_err());
+        }
+    }
 
     #[test]
     fn signed_headers_follow_novas_checks() {

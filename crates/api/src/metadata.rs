@@ -13,8 +13,9 @@ use crate::settings::{ApiSettings, ServerLimits};
 use crate::vendordata::VendorData;
 use axum::response::IntoResponse;
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::header;
-use http_body_util::Either;
+use http_body_util::Either as HttpEither;
 use hyper::body::Incoming;
 use meta169_http::address::canonical_ip;
 use meta169_http::mac::{format_mac, mac_from_eui64};
@@ -272,17 +273,7 @@ impl MetadataService {
                 network_id,
                 address,
             } => {
-                let key = match address {
-                    IpAddr::V6(v6) if v6.is_unicast_link_local() => match mac_from_eui64(v6) {
-                        Some(mac) => AddressKey::NetworkMac(network_id.to_string(), mac),
-                        None => {
-                            return Err(ApiError::NotFound(format!(
-                                "Instance was not found on network {network_id}: {address} is not an EUI-64 link-local address."
-                            )))
-                        }
-                    },
-                    ip => AddressKey::NetworkIp(network_id.to_string(), ip),
-                };
+                let key = address_key(network_id, address)?;
                 found = self.lookup_address(key, now).await?.ok_or_else(|| {
                     ApiError::NotFound(format!("Instance was not found on network {network_id}."))
                 })?;
@@ -297,13 +288,73 @@ impl MetadataService {
             .load(uuid, now)
             .await?
             .ok_or_else(|| ApiError::NotFound("Instance was not found.".into()))?;
-        if let Some(project) = expected_project {
-            if &*loaded.project_id != project {
-                tracing::warn!(instance = %uuid, "X-Tenant-ID does not match the instance's project");
-                return Err(ApiError::NotFound("Instance was not found.".into()));
+        check_project(loaded, expected_project)
+    }
+
+    /// The caller's instance when the caches hold it fresh, found without
+    /// waiting for anything; `None` sends the request the async way
+    /// ([`Self::resolve`]), which also reports what made it miss.
+    fn resolve_cached(
+        &self,
+        caller: &Caller<'_>,
+        now: Instant,
+    ) -> Option<Result<Arc<LoadedInstance>, ApiError>> {
+        let fresh_address = |key: &AddressKey| match self.caches.address(key, now) {
+            Some((uuid, false)) => Some(uuid),
+            _ => None,
+        };
+        let found;
+        let (uuid, expected_project) = match caller.identity {
+            Identity::Signed {
+                instance_id,
+                project_id,
+            } => (instance_id, Some(project_id)),
+            Identity::ByAddress {
+                network_id,
+                address,
+            } => {
+                found = fresh_address(&address_key(network_id, address).ok()?)?;
+                (&*found, None)
             }
+            Identity::BySource { address } if self.settings.identity.by_source => {
+                found = fresh_address(&AddressKey::AnyNetworkIp(address))?;
+                (&*found, None)
+            }
+            Identity::BySource { .. } => return None,
+        };
+        match self.caches.instance(uuid, now)? {
+            Cached::Fresh(loaded) => Some(check_project(loaded, expected_project)),
+            Cached::Expired(_) => None,
         }
-        Ok(loaded)
+    }
+}
+
+/// The cache key of a guest address on a network: an IPv6 link-local
+/// address stands for the MAC it embeds.
+fn address_key(network_id: &str, address: IpAddr) -> Result<AddressKey, ApiError> {
+    match address {
+        IpAddr::V6(v6) if v6.is_unicast_link_local() => match mac_from_eui64(v6) {
+            Some(mac) => Ok(AddressKey::NetworkMac(network_id.to_string(), mac)),
+            None => Err(ApiError::NotFound(format!(
+                "Instance was not found on network {network_id}: {address} is not an EUI-64 link-local address."
+            ))),
+        },
+        ip => Ok(AddressKey::NetworkIp(network_id.to_string(), ip)),
+    }
+}
+
+/// Signed requests name the project too; another project's instance is
+/// Nova's 404.
+fn check_project(
+    loaded: Arc<LoadedInstance>,
+    expected: Option<&str>,
+) -> Result<Arc<LoadedInstance>, ApiError> {
+    match expected {
+        Some(project) if &*loaded.project_id != project => {
+            tracing::warn!(instance = %loaded.uuid, "X-Tenant-ID does not match the instance's project");
+            Err(ApiError::NotFound("Instance was not found.".into()))
+        }
+        _ => Ok(loaded),
     }
 }
 
@@ -332,7 +383,9 @@ fn decode_path(raw: &str) -> Result<Cow<'_, str>, ApiError> {
     if raw.len() > 3 * meta169_tree::path::MAX_PATH_LEN {
         return Err(ApiError::BadRequest("The request path is too long.".into()));
     }
-    if !raw.contains('%') {
+    // A fold, not `contains`: it vectorises, and paths are too short for
+    // a search to pay for its set-up.
+    if !raw.bytes().fold(false, |seen, b| seen | (b == b'%')) {
         return Ok(Cow::Borrowed(raw));
     }
     percent_encoding::percent_decode_str(raw)
@@ -355,63 +408,92 @@ impl PeerHandler for MetadataHandler {
         &self,
         request: http::Request<Incoming>,
         peer: SocketAddr,
-    ) -> impl std::future::Future<Output = Answer> + Send {
+    ) -> impl std::future::Future<Output = Answer> + Send + 'static + use<> {
         handle(&self.0, request, peer)
     }
 }
 
 /// The metadata handler: every path goes through here.
 ///
+/// Most requests are answered from the caches without waiting for
+/// anything ([`serve_cached`]): their future is the ready answer, with no
+/// state machine, span or allocation, since hyper moves each request's
+/// future a few times and its size showed in the profile. The rest (cache
+/// misses, passwords, the first vendordata call) and every request while
+/// debug logging is on take the async way, boxed, in a span.
+///
 /// The per-request span is at debug level: an enabled span costs more than
 /// the rest of a cached request. Error events carry path and instance
 /// themselves, so logs at info level lose nothing.
-///
-/// Not an `async fn`: the head is split off before the future is built,
-/// so the future does not carry the request twice. Hyper moves each
-/// request's future a few times, and its size showed in the profile.
 pub fn handle(
-    service: &MetadataService,
+    service: &Arc<MetadataService>,
     request: http::Request<Incoming>,
     peer: SocketAddr,
-) -> impl std::future::Future<Output = Answer> + Send + '_ {
+) -> impl std::future::Future<Output = Answer> + Send + 'static + use<> {
     let started = Instant::now();
-    let span = tracing::debug_span!("metadata", path = %request.uri().path(), method = %request.method(), instance = tracing::field::Empty);
     // The head stays here, borrowed by the request's handling and read
     // again for its metrics and log line; only the body moves on.
     let (parts, body) = request.into_parts();
-    async move {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
         let mut outcome = Outcome::default();
-        let (response, why) =
-            match serve(service, &parts, body, peer.ip(), started, &mut outcome).await {
-                Ok(response) => {
-                    debug_assert!(
-                        response.headers().contains_key(header::SERVER),
-                        "answers are built by `plain`, which names the server"
-                    );
-                    (response, None)
-                }
-                Err(error) => {
-                    let why = error.to_string();
-                    let mut response = error.into_response().map(Either::Right);
-                    response
-                        .headers_mut()
-                        .insert(header::SERVER, meta169_http::headers::SERVER);
-                    (response, Some(why))
-                }
-            };
-        let (status, took) = (response.status().as_u16(), started.elapsed());
-        let path = parts.uri.path();
-        service
-            .metrics
-            .request(status, TreeLabel::of(path), outcome.identity, took);
-        let instance = outcome.instance().unwrap_or("-");
-        service
-            .settings
-            .access_log
-            .record(path, status, instance, took, why.as_deref());
-        response
+        let result = match serve_cached(service, &parts, peer.ip(), started, &mut outcome) {
+            Ok(None) => None,
+            Ok(Some(answer)) => Some(Ok(answer)),
+            Err(error) => Some(Err(error)),
+        };
+        if let Some(result) = result {
+            let answer = finish(service, &parts, result, started, &outcome);
+            return Either::Left(std::future::ready(answer));
+        }
     }
-    .instrument(span)
+    let span = tracing::debug_span!("metadata", path = %parts.uri.path(), method = %parts.method, instance = tracing::field::Empty);
+    let service = service.clone();
+    Either::Right(Box::pin(
+        async move {
+            let mut outcome = Outcome::default();
+            let result = serve(&service, &parts, body, peer.ip(), started, &mut outcome).await;
+            finish(&service, &parts, result, started, &outcome)
+        }
+        .instrument(span),
+    ))
+}
+
+/// The answer (an error turned into its response), counted and logged.
+fn finish(
+    service: &MetadataService,
+    request: &http::request::Parts,
+    result: Result<Answer, ApiError>,
+    started: Instant,
+    outcome: &Outcome,
+) -> Answer {
+    let (response, why) = match result {
+        Ok(response) => {
+            debug_assert!(
+                response.headers().contains_key(header::SERVER),
+                "answers are built by `plain`, which names the server"
+            );
+            (response, None)
+        }
+        Err(error) => {
+            let why = error.to_string();
+            let mut response = error.into_response().map(HttpEither::Right);
+            response
+                .headers_mut()
+                .insert(header::SERVER, meta169_http::headers::SERVER);
+            (response, Some(why))
+        }
+    };
+    let (status, took) = (response.status().as_u16(), started.elapsed());
+    let path = request.uri.path();
+    service
+        .metrics
+        .request(status, TreeLabel::of(path), outcome.identity, took);
+    let instance = outcome.instance().unwrap_or("-");
+    service
+        .settings
+        .access_log
+        .record(path, status, instance, took, why.as_deref());
+    response
 }
 
 /// What a request turned out to be, for its metrics and access log line.
@@ -435,6 +517,41 @@ impl Outcome {
     }
 }
 
+/// A request answered from the caches without waiting: `Ok(None)` when
+/// it needs the store, the vendordata service or a password write, and
+/// goes the async way ([`serve`]) from the start.
+fn serve_cached(
+    service: &MetadataService,
+    request: &http::request::Parts,
+    peer: IpAddr,
+    started: Instant,
+    outcome: &mut Outcome,
+) -> Result<Option<Answer>, ApiError> {
+    let decoded = decode_path(request.uri.path())?;
+    let path = parse_path(&decoded)?;
+    if path == MetadataPath::Root {
+        return Ok(Some(plain(ContentType::Text, ec2_version_listing())));
+    }
+    let (caller, requester) = caller_of(service, request, peer, outcome)?;
+    let Some(found) = service.resolve_cached(&caller, started) else {
+        return Ok(None);
+    };
+    let reply = found
+        .and_then(|loaded| reply_for(service, &loaded, &path, request, peer, requester, outcome));
+    match reply {
+        Ok(Reply::VendorData2(_) | Reply::Password) => Ok(None),
+        // Counted as the async way's `load` counts a hit.
+        reply => {
+            service.metrics.cache_hits.inc();
+            reply.map(|reply| match reply {
+                Reply::Now(answer) => Some(answer),
+                Reply::VendorData2(_) | Reply::Password => None,
+            })
+        }
+    }
+}
+
+/// Any request, waiting for the store and services as needed.
 async fn serve(
     service: &MetadataService,
     request: &http::request::Parts,
@@ -448,73 +565,14 @@ async fn serve(
     if path == MetadataPath::Root {
         return Ok(plain(ContentType::Text, ec2_version_listing()));
     }
-    let (loaded, requester) = {
-        let caller = identify(
-            &request.headers,
-            peer,
-            &service.settings.identity,
-            &service.signatures,
-        )?;
-        outcome.identity = match caller.identity {
-            Identity::Signed { .. } => IdentityLabel::Signed,
-            Identity::ByAddress { .. } => IdentityLabel::ByAddress,
-            Identity::BySource { .. } => IdentityLabel::BySource,
-        };
-        // Read X-Forwarded-For only if the path needs it (below).
-        let requester = match caller.identity {
-            Identity::Signed { .. } => None,
-            Identity::ByAddress { address, .. } | Identity::BySource { address } => Some(address),
-        };
-        (service.resolve(&caller, started).await?, requester)
-    };
-    // The span is at debug level; finding it costs more than the check.
-    if tracing::enabled!(tracing::Level::DEBUG) {
-        tracing::Span::current().record("instance", &*loaded.uuid);
-    }
-    outcome.instance = Some(loaded.clone());
-    if path.is_token_request() {
-        let direct = matches!(outcome.identity, IdentityLabel::BySource);
-        return crate::session_token::answer(service, &loaded, request, direct);
-    }
-    crate::session_token::check(service, &loaded, &request.headers)?;
-    // Borrowed: the segments are a few hundred bytes, and a copy would
-    // also sit in this future.
-    let segments = match &path {
-        MetadataPath::Ec2Versions => return Ok(plain(ContentType::Text, ec2_version_listing())),
-        MetadataPath::OpenStackVersions => {
-            return Ok(plain(
-                ContentType::Text,
-                openstack_version_listing(&today_utc()),
-            ))
-        }
-        MetadataPath::Item(segments) => segments,
-        MetadataPath::Root => unreachable!("answered above"),
-    };
-    let guest =
-        || requester.unwrap_or_else(|| signed_requester(&request.headers, canonical_ip(peer)));
-    if let Some(answer) = crate::instance_identity::answer(&loaded, segments, guest) {
-        return answer;
-    }
-    if let Some(answer) = crate::nocloud::answer(service, &loaded, segments) {
-        return answer;
-    }
-    let entry = loaded
-        .tree
-        .lookup(segments)
-        .ok_or_else(ApiError::not_found)?;
-    Ok(match &entry.body {
-        Body::Static(bytes) => plain(entry.content_type, bytes.clone()),
-        Body::MetaData { before, after } => plain(
-            entry.content_type,
-            crate::random_seed::document(before, after),
-        ),
-        Body::RequesterAddress => plain(entry.content_type, guest().to_string()),
-        Body::VendorData2 => {
-            // Boxed: the vendordata call's future is a kilobyte, and it
-            // runs once per instance.
+    let (caller, requester) = caller_of(service, request, peer, outcome)?;
+    let loaded = service.resolve(&caller, started).await?;
+    match reply_for(service, &loaded, &path, request, peer, requester, outcome)? {
+        Reply::Now(answer) => Ok(answer),
+        Reply::VendorData2(content_type) => {
             let doc = loaded
                 .vendor_data2
-                .get_or_init(|| Box::pin(async {
+                .get_or_init(|| async {
                     match loaded.tree.instance() {
                         Some(instance) => service.vendor.document(&instance, &service.settings).await,
                         None => {
@@ -522,15 +580,107 @@ async fn serve(
                             Bytes::from_static(b"{}")
                         }
                     }
-                }))
+                })
                 .await;
-            plain(entry.content_type, doc.clone())
+            Ok(plain(content_type, doc.clone()))
         }
-        // Once per boot: boxed, so every other request's future stays small.
-        Body::Password => {
-            return Box::pin(crate::password::answer(service, &loaded, request, body)).await
+        Reply::Password => crate::password::answer(service, &loaded, request, body).await,
+    }
+}
+
+/// Who is calling (counted in `outcome`), and the guest's address when
+/// the identity carries it (a signed request's is read only if needed).
+fn caller_of<'a>(
+    service: &MetadataService,
+    request: &'a http::request::Parts,
+    peer: IpAddr,
+    outcome: &mut Outcome,
+) -> Result<(Caller<'a>, Option<IpAddr>), ApiError> {
+    let caller = identify(
+        &request.headers,
+        peer,
+        &service.settings.identity,
+        &service.signatures,
+    )?;
+    outcome.identity = match caller.identity {
+        Identity::Signed { .. } => IdentityLabel::Signed,
+        Identity::ByAddress { .. } => IdentityLabel::ByAddress,
+        Identity::BySource { .. } => IdentityLabel::BySource,
+    };
+    let requester = match caller.identity {
+        Identity::Signed { .. } => None,
+        Identity::ByAddress { address, .. } | Identity::BySource { address } => Some(address),
+    };
+    Ok((caller, requester))
+}
+
+/// What a path of a loaded instance needs.
+enum Reply {
+    /// Answered from memory.
+    Now(Answer),
+    /// `vendor_data2.json`, not built yet: the vendordata call.
+    VendorData2(ContentType),
+    /// `password`: read or written through the store.
+    Password,
+}
+
+/// The answer for `path` of the caller's `loaded` instance, or what it
+/// has to wait for.
+fn reply_for(
+    service: &MetadataService,
+    loaded: &Arc<LoadedInstance>,
+    path: &MetadataPath<'_>,
+    request: &http::request::Parts,
+    peer: IpAddr,
+    requester: Option<IpAddr>,
+    outcome: &mut Outcome,
+) -> Result<Reply, ApiError> {
+    // The span is at debug level; finding it costs more than the check.
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        tracing::Span::current().record("instance", &*loaded.uuid);
+    }
+    outcome.instance = Some(loaded.clone());
+    if path.is_token_request() {
+        let direct = matches!(outcome.identity, IdentityLabel::BySource);
+        return crate::session_token::answer(service, loaded, request, direct).map(Reply::Now);
+    }
+    crate::session_token::check(service, loaded, &request.headers)?;
+    let segments = match path {
+        MetadataPath::Ec2Versions => {
+            return Ok(Reply::Now(plain(ContentType::Text, ec2_version_listing())))
         }
-    })
+        MetadataPath::OpenStackVersions => {
+            return Ok(Reply::Now(plain(
+                ContentType::Text,
+                openstack_version_listing(&today_utc()),
+            )))
+        }
+        MetadataPath::Item(segments) => segments,
+        MetadataPath::Root => unreachable!("answered before identification"),
+    };
+    let guest =
+        || requester.unwrap_or_else(|| signed_requester(&request.headers, canonical_ip(peer)));
+    if let Some(answer) = crate::instance_identity::answer(loaded, segments, guest) {
+        return answer.map(Reply::Now);
+    }
+    if let Some(answer) = crate::nocloud::answer(service, loaded, segments) {
+        return answer.map(Reply::Now);
+    }
+    let entry = loaded
+        .tree
+        .lookup_joined(segments, segments.below_version())
+        .ok_or_else(ApiError::not_found)?;
+    let body = match &entry.body {
+        Body::Static(bytes) => bytes.clone(),
+        Body::MetaData { before, after } => crate::random_seed::document(before, after),
+        Body::RequesterAddress => guest().to_string().into(),
+        Body::VendorData2 => match loaded.vendor_data2.get() {
+            Some(doc) => doc.clone(),
+            None => return Ok(Reply::VendorData2(entry.content_type)),
+        },
+        Body::Password => return Ok(Reply::Password),
+    };
+    Ok(Reply::Now(plain(entry.content_type, body)))
 }
 
 #[cfg(test)]

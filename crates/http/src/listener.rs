@@ -107,12 +107,18 @@ impl<S> Handler for S where
 /// peer beside it: no extension map, no boxed request body, no service
 /// clone per request. For the metadata API's hot path; tower services go
 /// through [`serve`], which adapts them to this.
+///
+/// `handle` is called as hyper hands the request over, and its future
+/// owns what it needs (`'static`): a handler that answers at once drops
+/// the request there. hyper reads on before it polls that future, and a
+/// request still alive holds its read buffer, which then cannot be
+/// reused: a fresh buffer per request showed in the profile.
 pub trait PeerHandler: Clone + Send + 'static {
     fn handle(
         &self,
         request: http::Request<Incoming>,
         peer: SocketAddr,
-    ) -> impl Future<Output = Answer> + Send;
+    ) -> impl Future<Output = Answer> + Send + 'static + use<Self>;
 }
 
 /// What a [`PeerHandler`] answers with: a fixed body, unboxed (the hot
@@ -133,7 +139,7 @@ impl<S: Handler> PeerHandler for Tower<S> {
         &self,
         mut request: http::Request<Incoming>,
         peer: SocketAddr,
-    ) -> impl Future<Output = Answer> + Send {
+    ) -> impl Future<Output = Answer> + Send + 'static + use<S> {
         request.extensions_mut().insert(PeerAddr(peer));
         let service = self.0.clone();
         async move {
@@ -289,14 +295,17 @@ async fn serve_connection<I>(
     let io = HeadTimeout::new(io, clock.clone(), limits.header_read_timeout);
     let handler_clock = clock.clone();
     let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
-        let handler = handler.clone();
+        handler_clock.begin();
+        let answer = match missing_host(&request) {
+            Some(refusal) => Ok(refusal),
+            None => Err(handler.handle(request, peer)),
+        };
         let clock = handler_clock.clone();
         let hops = hops.clone();
-        clock.begin();
         async move {
-            let answer = match missing_host(&request) {
-                Some(refusal) => refusal,
-                None => handler.handle(request, peer).await,
+            let answer = match answer {
+                Ok(refusal) => refusal,
+                Err(handling) => handling.await,
             };
             if let Some(hops) = &hops {
                 if let Some(limit) = answer.extensions().get::<HopLimit>() {

@@ -22,11 +22,17 @@ const CLIENT_PATIENCE: Duration = Duration::from_secs(5);
 struct Echo;
 
 impl PeerHandler for Echo {
-    async fn handle(&self, request: http::Request<Incoming>, _peer: SocketAddr) -> Answer {
-        if request.uri().path() == "/slow" {
-            tokio::time::sleep(TIMEOUT * 2).await;
+    fn handle(
+        &self,
+        request: http::Request<Incoming>,
+        _peer: SocketAddr,
+    ) -> impl std::future::Future<Output = Answer> + Send + 'static + use<> {
+        async move {
+            if request.uri().path() == "/slow" {
+                tokio::time::sleep(TIMEOUT * 2).await;
+            }
+            Answer::new(Either::Left(Full::new(Bytes::from_static(b"ok"))))
         }
-        Answer::new(Either::Left(Full::new(Bytes::from_static(b"ok"))))
     }
 }
 

@@ -24,8 +24,12 @@ const PATIENCE: Duration = Duration::from_secs(5);
 struct Ok200;
 
 impl PeerHandler for Ok200 {
-    async fn handle(&self, _request: http::Request<Incoming>, _peer: SocketAddr) -> Answer {
-        Answer::new(Either::Left(Full::new(Bytes::from_static(b"ok"))))
+    fn handle(
+        &self,
+        _request: http::Request<Incoming>,
+        _peer: SocketAddr,
+    ) -> impl std::future::Future<Output = Answer> + Send + 'static + use<> {
+        async move { Answer::new(Either::Left(Full::new(Bytes::from_static(b"ok")))) }
     }
 }
 

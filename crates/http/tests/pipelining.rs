@@ -24,12 +24,18 @@ const SLOW: Duration = Duration::from_millis(1500);
 struct Ok200;
 
 impl PeerHandler for Ok200 {
-    async fn handle(&self, request: http::Request<Incoming>, _peer: SocketAddr) -> Answer {
-        if request.uri().path() == "/slow" {
-            tokio::time::sleep(SLOW).await;
+    fn handle(
+        &self,
+        request: http::Request<Incoming>,
+        _peer: SocketAddr,
+    ) -> impl std::future::Future<Output = Answer> + Send + 'static + use<> {
+        async move {
+            if request.uri().path() == "/slow" {
+                tokio::time::sleep(SLOW).await;
+            }
+            let _ = http_body_util::BodyExt::collect(request.into_body()).await;
+            Answer::new(Either::Left(Full::new(Bytes::from_static(b"ok"))))
         }
-        let _ = http_body_util::BodyExt::collect(request.into_body()).await;
-        Answer::new(Either::Left(Full::new(Bytes::from_static(b"ok"))))
     }
 }
 

@@ -47,9 +47,15 @@ pub struct Packed {
     shared: Box<[Bytes]>,
 }
 
+/// The slots' order: most comparisons in a lookup are settled by the
+/// lengths, without comparing bytes.
+fn by_length_then_bytes(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
 impl Packed {
     pub fn new(mut entries: Vec<(String, Entry)>) -> Packed {
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        entries.sort_unstable_by(|a, b| by_length_then_bytes(a.0.as_bytes(), b.0.as_bytes()));
         entries.dedup_by(|a, b| a.0 == b.0);
         let size: usize = entries
             .iter()
@@ -111,9 +117,9 @@ impl Packed {
             .slice(span.start as usize..(span.start + span.len) as usize)
     }
 
-    #[cfg(test)]
-    fn get(&self, key: &str) -> Option<Entry> {
-        self.get_path(&[key])
+    /// The entry at `key` (`meta-data/instance-id`).
+    pub fn get(&self, key: &str) -> Option<Entry> {
+        self.find(key.as_bytes())
     }
 
     /// The entry at `segments` joined by `/` (joined on the stack: the
@@ -145,7 +151,7 @@ impl Packed {
     fn find(&self, key: &[u8]) -> Option<Entry> {
         let at = self
             .slots
-            .binary_search_by(|slot| self.bytes(slot.key).cmp(key))
+            .binary_search_by(|slot| by_length_then_bytes(self.bytes(slot.key), key))
             .ok()?;
         let slot = &self.slots[at];
         let body = match &slot.body {
@@ -165,7 +171,7 @@ impl Packed {
         })
     }
 
-    /// Keys, sorted.
+    /// Keys, shortest first (the lookup order).
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.slots
             .iter()
@@ -241,10 +247,10 @@ mod tests {
             packed.keys().collect::<Vec<_>>(),
             [
                 "",
-                "meta-data/hostname",
-                "meta_data.json",
                 "password",
-                "user-data"
+                "user-data",
+                "meta_data.json",
+                "meta-data/hostname",
             ]
         );
     }

@@ -31,6 +31,10 @@ pub enum MetadataPath<'a> {
 pub struct Segments<'a> {
     items: [&'a str; MAX_SEGMENTS + 1],
     len: usize,
+    /// The segments after the version joined by `/`, when the request
+    /// path has them that way (no `//` or `.` among them), so a lookup
+    /// need not join them again.
+    below_version: Option<&'a str>,
 }
 
 impl<'a> Segments<'a> {
@@ -38,12 +42,20 @@ impl<'a> Segments<'a> {
         Segments {
             items: [""; MAX_SEGMENTS + 1],
             len: 0,
+            below_version: None,
         }
     }
 
     fn push(&mut self, segment: &'a str) {
         self.items[self.len] = segment;
         self.len += 1;
+    }
+
+    /// The segments after the root and the version, joined by `/`, as
+    /// they appear in the request path; `None` when they do not appear so
+    /// (join them from the segments then).
+    pub fn below_version(&self) -> Option<&'a str> {
+        self.below_version
     }
 }
 
@@ -115,8 +127,15 @@ impl<'a> MetadataPath<'a> {
         }
         let mut segments = Segments::new();
         let mut implied = false;
+        // Where the segments below the version start in `decoded`, and
+        // whether they are still written exactly as joined.
+        let mut below: Option<usize> = None;
+        let (mut below_verbatim, mut skipped) = (true, false);
         for part in decoded.split('/') {
             if part.is_empty() || part == "." {
+                // Only between two segments below the version does a
+                // skipped part change the joined text.
+                skipped |= below.is_some();
                 continue;
             }
             if part == ".." {
@@ -131,7 +150,19 @@ impl<'a> MetadataPath<'a> {
             if segments.len - usize::from(implied) >= MAX_SEGMENTS {
                 return Err(PathError::TooDeep);
             }
+            if segments.len == 2 {
+                // `part` is a piece of `decoded`: its offset is where it starts.
+                below = Some(part.as_ptr() as usize - decoded.as_ptr() as usize);
+            }
+            below_verbatim &= !skipped;
             segments.push(part);
+        }
+        if let (Some(from), true) = (below, below_verbatim) {
+            let last = segments.items[segments.len - 1];
+            // The last segment is a piece of `decoded`; where it ends is
+            // where the joined text ends.
+            let to = last.as_ptr() as usize - decoded.as_ptr() as usize + last.len();
+            segments.below_version = decoded.get(from..to);
         }
         match segments.len {
             0 => Ok(MetadataPath::Root),
@@ -174,6 +205,38 @@ mod tests {
         assert_eq!(
             MetadataPath::parse("/openstack/latest/meta_data.json"),
             Ok(item(&["openstack", "latest", "meta_data.json"]))
+        );
+    }
+
+    #[test]
+    fn finds_the_text_below_the_version() {
+        let below = |path: &str| match MetadataPath::parse(path) {
+            Ok(MetadataPath::Item(segments)) => {
+                if let Some(joined) = segments.below_version() {
+                    assert_eq!(joined, segments[2..].join("/"), "{path}");
+                }
+                segments.below_version().map(str::to_string)
+            }
+            other => panic!("{path}: {other:?}"),
+        };
+        assert_eq!(
+            below("/latest/meta-data/instance-id").as_deref(),
+            Some("meta-data/instance-id")
+        );
+        assert_eq!(
+            below("/openstack/latest/meta_data.json/").as_deref(),
+            Some("meta_data.json")
+        );
+        assert_eq!(
+            below("//2009-04-04//meta-data/hostname").as_deref(),
+            Some("meta-data/hostname")
+        );
+        assert_eq!(below("/latest"), None);
+        assert_eq!(below("/latest/meta-data//hostname"), None);
+        assert_eq!(below("/latest/meta-data/./hostname"), None);
+        assert_eq!(
+            below("/latest/meta-data/hostname/./").as_deref(),
+            Some("meta-data/hostname")
         );
     }
 

@@ -219,6 +219,14 @@ impl Tree {
     /// Look up normalised segments (`["ec2", "latest", "meta-data"]`);
     /// `latest` resolves to the newest version of its tree.
     pub fn lookup(&self, segments: &[&str]) -> Option<Entry> {
+        self.lookup_joined(segments, None)
+    }
+
+    /// [`Self::lookup`], given the segments below the version already
+    /// joined by `/` when the request path has them so
+    /// ([`crate::path::Segments::below_version`]): one key, not joined
+    /// again.
+    pub fn lookup_joined(&self, segments: &[&str], below_version: Option<&str>) -> Option<Entry> {
         let (root, version) = (segments.first()?, segments.get(1)?);
         let packed = match *root {
             "ec2" => self.ec2_version(versions::ec2_index(version)?),
@@ -226,7 +234,10 @@ impl Tree {
             "openstack" => self.openstack_version(versions::openstack_index(version)?),
             _ => return None,
         };
-        packed.get_path(&segments[2..])
+        match below_version {
+            Some(key) => packed.get(key),
+            None => packed.get_path(&segments[2..]),
+        }
     }
 
     /// `/openstack/content/NNNN`: an injected file's bytes, as the
@@ -246,14 +257,14 @@ impl Tree {
     pub fn paths(&self) -> Vec<String> {
         let mut out = Vec::new();
         for (index, version) in EC2_VERSIONS.iter().enumerate() {
-            for key in self.ec2_version(index).keys() {
-                out.push(join("ec2", version, key));
-            }
+            let mut keys: Vec<&str> = self.ec2_version(index).keys().collect();
+            keys.sort_unstable();
+            out.extend(keys.into_iter().map(|key| join("ec2", version, key)));
         }
         for (index, version) in OPENSTACK_VERSIONS.iter().enumerate() {
-            for key in self.openstack_version(index).keys() {
-                out.push(join("openstack", version, key));
-            }
+            let mut keys: Vec<&str> = self.openstack_version(index).keys().collect();
+            keys.sort_unstable();
+            out.extend(keys.into_iter().map(|key| join("openstack", version, key)));
         }
         out
     }
