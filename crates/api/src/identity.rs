@@ -5,6 +5,7 @@
 use crate::error::ApiError;
 use crate::settings::IdentitySettings;
 use crate::signing::SignatureMemo;
+use crate::token::TOKEN_HEADER;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use meta169_http::address::{canonical_ip, forwarded_for as forwarded_address};
 use meta169_http::headers::{
@@ -39,6 +40,9 @@ pub struct Caller<'a> {
     pub identity: Identity<'a>,
     /// The TCP peer (canonical).
     pub peer: IpAddr,
+    /// The request's session token header (the first, if repeated),
+    /// found in the same pass as the identity headers.
+    pub session_token: Option<&'a HeaderValue>,
 }
 
 impl Caller<'_> {
@@ -88,11 +92,12 @@ impl<'a> Found<'a> {
     }
 }
 
-/// The identity headers (signed mode's three, then the two network ids),
-/// found in one pass over the request's headers: five lookups by name
-/// cost more on every request.
-fn identity_headers(headers: &HeaderMap) -> [Found<'_>; 5] {
+/// The identity headers (signed mode's three, then the two network ids)
+/// and the session token, found in one pass over the request's headers:
+/// six lookups by name cost more on every request.
+fn identity_headers(headers: &HeaderMap) -> ([Found<'_>; 5], Option<&HeaderValue>) {
     let mut found = [Found::Absent; 5];
+    let mut token = None;
     for (name, value) in headers {
         let slot = if name == INSTANCE_ID {
             0
@@ -105,11 +110,14 @@ fn identity_headers(headers: &HeaderMap) -> [Found<'_>; 5] {
         } else if name == NEUTRON_NETWORK_ID {
             4
         } else {
+            if name == TOKEN_HEADER && token.is_none() {
+                token = Some(value);
+            }
             continue;
         };
         found[slot].add(value);
     }
-    found
+    (found, token)
 }
 
 /// The guest address the nearest proxy reports.
@@ -147,13 +155,14 @@ pub fn identify<'a>(
     signatures: &SignatureMemo,
 ) -> Result<Caller<'a>, ApiError> {
     let peer = canonical_ip(peer);
-    let by_source = || Caller {
+    let by_source = |session_token| Caller {
         identity: Identity::BySource { address: peer },
         peer,
+        session_token,
     };
     if !settings.is_trusted(peer) {
         if settings.by_peer() {
-            return Ok(by_source());
+            return Ok(by_source(headers.get(&TOKEN_HEADER)));
         }
         if let Some(left_out) = refusals().allow(peer) {
             tracing::warn!(%peer, left_out, "request from a peer that is not a trusted proxy refused");
@@ -166,9 +175,9 @@ pub fn identify<'a>(
     // A request naming a network came through a proxy that passes the
     // guest's other headers on (haproxy): metadata agents send no network
     // id. Signed headers in it are the guest's, so they are not believed.
-    let found = match settings.signed || settings.by_address {
+    let (found, session_token) = match settings.signed || settings.by_address {
         true => identity_headers(headers),
-        false => [Found::Absent; 5],
+        false => ([Found::Absent; 5], headers.get(&TOKEN_HEADER)),
     };
     let [instance_id, signature, project_id, ovn, neutron] = found;
     let network = match settings.by_address {
@@ -183,6 +192,7 @@ pub fn identify<'a>(
                 address,
             },
             peer,
+            session_token,
         });
     }
 
@@ -219,11 +229,12 @@ pub fn identify<'a>(
                 project_id,
             },
             peer,
+            session_token,
         });
     }
 
     if settings.by_peer() {
-        return Ok(by_source());
+        return Ok(by_source(session_token));
     }
     if settings.signed {
         return Err(ApiError::MissingHeader("X-Instance-ID"));
@@ -269,6 +280,36 @@ mod tests {
     }
 
     const LOCAL: &str = "127.0.0.1";
+
+    #[test]
+    fn the_session_token_is_found_in_every_mode() {
+        let sig = sign_instance_id(b"s3cret", "abc");
+        let h = headers(&[
+            (TOKEN_HEADER, "first"),
+            (INSTANCE_ID, "abc"),
+            (SIGNATURE, &sig),
+            (TENANT_ID, "p"),
+            (TOKEN_HEADER, "second"),
+        ]);
+        let token = |caller: Caller<'_>| {
+            caller
+                .session_token
+                .map(|v| v.to_str().unwrap().to_string())
+        };
+        let signed = identify(&h, LOCAL.parse().unwrap(), &settings()).unwrap();
+        assert_eq!(token(signed).as_deref(), Some("first"));
+        let by_source = IdentitySettings {
+            signed: false,
+            by_address: false,
+            by_source: true,
+            ..settings()
+        };
+        let guest = identify(&h, "10.0.0.5".parse().unwrap(), &by_source).unwrap();
+        assert_eq!(token(guest).as_deref(), Some("first"));
+        let empty = headers(&[]);
+        let none = identify(&empty, "10.0.0.5".parse().unwrap(), &by_source).unwrap();
+        assert_eq!(none.session_token, None);
+    }
 
     #[test]
     fn header_text_is_visible_ascii_trimmed() {

@@ -6,7 +6,7 @@ use crate::answer::plain;
 use crate::cache::{AddressKey, Cached, Caches, LoadedInstance};
 use crate::cache_feed::{follow, AbortOnDrop};
 use crate::error::ApiError;
-use crate::identity::{identify, signed_requester, Caller, Identity};
+use crate::identity::{identify, Caller, Identity};
 use crate::metrics::{IdentityLabel, ServeMetrics, TreeLabel};
 use crate::neighbours::{NeighbourError, Neighbours};
 use crate::settings::{ApiSettings, ServerLimits};
@@ -17,7 +17,6 @@ use futures_util::future::Either;
 use http::header;
 use http_body_util::Either as HttpEither;
 use hyper::body::Incoming;
-use meta169_http::address::canonical_ip;
 use meta169_http::mac::{format_mac, mac_from_eui64};
 use meta169_http::signing::SignatureMemo;
 use meta169_http::Answer;
@@ -532,12 +531,12 @@ fn serve_cached(
     if path == MetadataPath::Root {
         return Ok(Some(plain(ContentType::Text, ec2_version_listing())));
     }
-    let (caller, requester) = caller_of(service, request, peer, outcome)?;
+    let caller = caller_of(service, request, peer, outcome)?;
     let Some(found) = service.resolve_cached(&caller, started) else {
         return Ok(None);
     };
-    let reply = found
-        .and_then(|loaded| reply_for(service, &loaded, &path, request, peer, requester, outcome));
+    let reply =
+        found.and_then(|loaded| reply_for(service, &loaded, &path, request, &caller, outcome));
     match reply {
         Ok(Reply::VendorData2(_) | Reply::Password) => Ok(None),
         // Counted as the async way's `load` counts a hit.
@@ -565,9 +564,9 @@ async fn serve(
     if path == MetadataPath::Root {
         return Ok(plain(ContentType::Text, ec2_version_listing()));
     }
-    let (caller, requester) = caller_of(service, request, peer, outcome)?;
+    let caller = caller_of(service, request, peer, outcome)?;
     let loaded = service.resolve(&caller, started).await?;
-    match reply_for(service, &loaded, &path, request, peer, requester, outcome)? {
+    match reply_for(service, &loaded, &path, request, &caller, outcome)? {
         Reply::Now(answer) => Ok(answer),
         Reply::VendorData2(content_type) => {
             let doc = loaded
@@ -588,14 +587,13 @@ async fn serve(
     }
 }
 
-/// Who is calling (counted in `outcome`), and the guest's address when
-/// the identity carries it (a signed request's is read only if needed).
+/// Who is calling (counted in `outcome`).
 fn caller_of<'a>(
     service: &MetadataService,
     request: &'a http::request::Parts,
     peer: IpAddr,
     outcome: &mut Outcome,
-) -> Result<(Caller<'a>, Option<IpAddr>), ApiError> {
+) -> Result<Caller<'a>, ApiError> {
     let caller = identify(
         &request.headers,
         peer,
@@ -607,11 +605,7 @@ fn caller_of<'a>(
         Identity::ByAddress { .. } => IdentityLabel::ByAddress,
         Identity::BySource { .. } => IdentityLabel::BySource,
     };
-    let requester = match caller.identity {
-        Identity::Signed { .. } => None,
-        Identity::ByAddress { address, .. } | Identity::BySource { address } => Some(address),
-    };
-    Ok((caller, requester))
+    Ok(caller)
 }
 
 /// What a path of a loaded instance needs.
@@ -631,8 +625,7 @@ fn reply_for(
     loaded: &Arc<LoadedInstance>,
     path: &MetadataPath<'_>,
     request: &http::request::Parts,
-    peer: IpAddr,
-    requester: Option<IpAddr>,
+    caller: &Caller<'_>,
     outcome: &mut Outcome,
 ) -> Result<Reply, ApiError> {
     // The span is at debug level; finding it costs more than the check.
@@ -644,7 +637,7 @@ fn reply_for(
         let direct = matches!(outcome.identity, IdentityLabel::BySource);
         return crate::session_token::answer(service, loaded, request, direct).map(Reply::Now);
     }
-    crate::session_token::check(service, loaded, &request.headers)?;
+    crate::session_token::check(service, loaded, caller.session_token)?;
     let segments = match path {
         MetadataPath::Ec2Versions => {
             return Ok(Reply::Now(plain(ContentType::Text, ec2_version_listing())))
@@ -658,8 +651,8 @@ fn reply_for(
         MetadataPath::Item(segments) => segments,
         MetadataPath::Root => unreachable!("answered before identification"),
     };
-    let guest =
-        || requester.unwrap_or_else(|| signed_requester(&request.headers, canonical_ip(peer)));
+    // A signed request's X-Forwarded-For is read only if the path needs it.
+    let guest = || caller.requester(&request.headers);
     if let Some(answer) = crate::instance_identity::answer(loaded, segments, guest) {
         return answer.map(Reply::Now);
     }

@@ -58,9 +58,9 @@ pub(crate) fn answer(
 pub(crate) fn check(
     service: &MetadataService,
     loaded: &LoadedInstance,
-    headers: &http::HeaderMap,
+    token: Option<&HeaderValue>,
 ) -> Result<(), ApiError> {
-    match headers.get(&token::TOKEN_HEADER) {
+    match token {
         Some(value) => {
             let text = value.to_str().unwrap_or_default();
             service
