@@ -24,12 +24,75 @@ fn answer_headers(content_type: ContentType) -> http::HeaderMap {
     headers
 }
 
+/// Largest request header map kept for an answer (in entries): a
+/// request with more headers than any client sends is not worth keeping.
+const MAX_RECYCLED_HEADERS: usize = 64;
+
+thread_local! {
+    /// A finished request's header map, emptied, for the next answer.
+    static SPARE_HEADERS: std::cell::Cell<Option<http::HeaderMap>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Keep a finished request's header map for the next answer on this
+/// thread. hyper hands each answer's map, emptied, to the next request
+/// on its connection, so a map sized by a request serves both without
+/// an allocation; a map sized for the answer's two headers had to grow
+/// for every request.
+pub(crate) fn recycle(mut headers: http::HeaderMap) {
+    if headers.capacity() <= MAX_RECYCLED_HEADERS {
+        headers.clear();
+        SPARE_HEADERS.with(|spare| spare.set(Some(headers)));
+    }
+}
+
 pub(crate) fn plain(content_type: ContentType, body: impl Into<Bytes>) -> Answer {
     let mut response = Answer::new(Either::Left(Full::new(body.into())));
-    let template = match content_type {
-        ContentType::Text => &ANSWER_HEADERS[0],
-        ContentType::Json => &ANSWER_HEADERS[1],
+    let headers = match SPARE_HEADERS.with(|spare| spare.take()) {
+        Some(mut headers) => {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(content_type.as_str()),
+            );
+            headers.insert(header::SERVER, meta169_http::headers::SERVER);
+            headers
+        }
+        None => match content_type {
+            ContentType::Text => ANSWER_HEADERS[0].clone(),
+            ContentType::Json => ANSWER_HEADERS[1].clone(),
+        },
     };
-    *response.headers_mut() = template.clone();
+    *response.headers_mut() = headers;
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recycled_map_carries_only_the_answers_headers() {
+        let fresh = plain(ContentType::Json, "{}");
+        let mut request = http::HeaderMap::new();
+        for i in 0..10 {
+            request.insert(
+                http::HeaderName::from_bytes(format!("x-request-{i}").as_bytes()).unwrap(),
+                HeaderValue::from_static("v"),
+            );
+        }
+        recycle(request);
+        let recycled = plain(ContentType::Json, "{}");
+        assert_eq!(recycled.headers(), fresh.headers());
+        assert!(
+            recycled.headers().capacity() >= 10,
+            "the request's map, reused"
+        );
+        // Taken once: the next answer builds its own.
+        assert_eq!(plain(ContentType::Text, "x").headers(), &ANSWER_HEADERS[0]);
+        // Oversized maps are not kept.
+        let mut huge = http::HeaderMap::with_capacity(MAX_RECYCLED_HEADERS * 4);
+        huge.insert(header::HOST, HeaderValue::from_static("h"));
+        recycle(huge);
+        assert!(plain(ContentType::Text, "x").headers().capacity() < MAX_RECYCLED_HEADERS);
+    }
 }

@@ -442,6 +442,7 @@ pub fn handle(
         };
         if let Some(result) = result {
             let answer = finish(service, &parts, result, started, &outcome);
+            crate::answer::recycle(parts.headers);
             return Either::Left(std::future::ready(answer));
         }
     }
