@@ -16,6 +16,7 @@ pub mod neighbours;
 pub mod nocloud;
 pub mod password;
 mod random_seed;
+pub mod request;
 mod session_token;
 pub mod settings;
 pub mod token;
@@ -45,6 +46,6 @@ pub fn metadata_listener_limits(settings: &ApiSettings, limits: ServerLimits) ->
 
 /// The guest-facing handler (for [`server::serve_direct`]): every path
 /// goes to the metadata handler.
-pub fn metadata_handler(service: Arc<MetadataService>) -> metadata::MetadataHandler {
-    metadata::MetadataHandler(service)
+pub fn metadata_handler(service: Arc<MetadataService>) -> request::MetadataHandler {
+    request::MetadataHandler(service)
 }

@@ -1,34 +1,23 @@
-//! The guest-facing side: identify, load, serve a path. Mirrors Nova's
-//! handler: `/` needs no identity, any method but on `password` is served
-//! as GET, absent data is a fast 404.
+//! The metadata side's state (store, caches, settings) and how a caller's
+//! instance is found and loaded; the request path itself is in
+//! [`crate::request`]. Mirrors Nova's lookups: a signed request names its
+//! instance, an unsigned one is found by its address on a network.
 
-use crate::answer::plain;
 use crate::cache::{AddressKey, Cached, Caches, LoadedInstance};
 use crate::cache_feed::{follow, AbortOnDrop};
 use crate::error::ApiError;
-use crate::identity::{identify, Caller, Identity};
-use crate::metrics::{IdentityLabel, ServeMetrics, TreeLabel};
+use crate::identity::{Caller, Identity};
+use crate::metrics::ServeMetrics;
 use crate::neighbours::{NeighbourError, Neighbours};
 use crate::settings::{ApiSettings, ServerLimits};
 use crate::vendordata::VendorData;
-use axum::response::IntoResponse;
-use bytes::Bytes;
-use futures_util::future::Either;
-use http::header;
-use http_body_util::Either as HttpEither;
-use hyper::body::Incoming;
 use meta169_http::mac::{format_mac, mac_from_eui64};
 use meta169_http::signing::SignatureMemo;
-use meta169_http::Answer;
-use meta169_http::PeerHandler;
 use meta169_store::{Freshness, Store};
-use meta169_tree::versions::{ec2_version_listing, openstack_version_listing};
-use meta169_tree::{Body, ContentType, MetadataPath, RenderOptions};
-use std::borrow::Cow;
-use std::net::{IpAddr, SocketAddr};
+use meta169_tree::RenderOptions;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
-use tracing::Instrument;
 
 /// Shared state of the metadata side.
 pub struct MetadataService {
@@ -40,7 +29,7 @@ pub struct MetadataService {
     pub metrics: Arc<ServeMetrics>,
     render: Arc<RenderOptions>,
     /// Expected proxy signatures, computed once per instance id.
-    signatures: SignatureMemo,
+    pub(crate) signatures: SignatureMemo,
     /// Until when the store's change feed is known complete.
     freshness: Arc<Freshness>,
     /// The neighbour table, when callers may be identified by MAC.
@@ -262,69 +251,73 @@ impl MetadataService {
         caller: &Caller<'_>,
         now: Instant,
     ) -> Result<Arc<LoadedInstance>, ApiError> {
-        let found;
-        let (uuid, expected_project) = match caller.identity {
-            Identity::Signed {
-                instance_id,
-                project_id,
-            } => (instance_id, Some(project_id)),
+        let found = match caller.identity {
+            Identity::Signed { .. } => None,
             Identity::ByAddress {
                 network_id,
                 address,
             } => {
                 let key = address_key(network_id, address)?;
-                found = self.lookup_address(key, now).await?.ok_or_else(|| {
+                let found = self.lookup_address(key, now).await?.ok_or_else(|| {
                     ApiError::NotFound(format!("Instance was not found on network {network_id}."))
                 })?;
-                (&*found, None)
+                Some(found)
             }
-            Identity::BySource { address } => {
-                found = self.resolve_peer(address, now).await?;
-                (&*found, None)
-            }
+            Identity::BySource { address } => Some(self.resolve_peer(address, now).await?),
         };
-        let loaded = self
-            .load(uuid, now)
-            .await?
-            .ok_or_else(|| ApiError::NotFound("Instance was not found.".into()))?;
+        let not_found = || ApiError::NotFound("Instance was not found.".into());
+        let (uuid, expected_project) =
+            claimed(&caller.identity, found.as_deref()).ok_or_else(not_found)?;
+        let loaded = self.load(uuid, now).await?.ok_or_else(not_found)?;
         check_project(loaded, expected_project)
     }
 
     /// The caller's instance when the caches hold it fresh, found without
     /// waiting for anything; `None` sends the request the async way
     /// ([`Self::resolve`]), which also reports what made it miss.
-    fn resolve_cached(
+    pub(crate) fn resolve_cached(
         &self,
         caller: &Caller<'_>,
         now: Instant,
     ) -> Option<Result<Arc<LoadedInstance>, ApiError>> {
-        let fresh_address = |key: &AddressKey| match self.caches.address(key, now) {
-            Some((uuid, false)) => Some(uuid),
-            _ => None,
-        };
-        let found;
-        let (uuid, expected_project) = match caller.identity {
-            Identity::Signed {
-                instance_id,
-                project_id,
-            } => (instance_id, Some(project_id)),
+        let key = match caller.identity {
+            Identity::Signed { .. } => None,
             Identity::ByAddress {
                 network_id,
                 address,
-            } => {
-                found = fresh_address(&address_key(network_id, address).ok()?)?;
-                (&*found, None)
-            }
+            } => Some(address_key(network_id, address).ok()?),
+            // By MAC needs the neighbour table: the async way.
             Identity::BySource { address } if self.settings.identity.by_source => {
-                found = fresh_address(&AddressKey::AnyNetworkIp(address))?;
-                (&*found, None)
+                Some(AddressKey::AnyNetworkIp(address))
             }
             Identity::BySource { .. } => return None,
         };
+        let found = match key.map(|key| self.caches.address(&key, now)) {
+            None => None,
+            Some(Some((uuid, false))) => Some(uuid),
+            Some(_) => return None,
+        };
+        let (uuid, expected_project) = claimed(&caller.identity, found.as_deref())?;
         match self.caches.instance(uuid, now)? {
             Cached::Fresh(loaded) => Some(check_project(loaded, expected_project)),
             Cached::Expired(_) => None,
         }
+    }
+}
+
+/// The instance id a caller stands for and the project it must belong
+/// to: what signed headers name, else the instance `found` at the
+/// caller's address (none found: none).
+fn claimed<'a>(
+    identity: &Identity<'a>,
+    found: Option<&'a str>,
+) -> Option<(&'a str, Option<&'a str>)> {
+    match identity {
+        Identity::Signed {
+            instance_id,
+            project_id,
+        } => Some((instance_id, Some(project_id))),
+        Identity::ByAddress { .. } | Identity::BySource { .. } => found.map(|uuid| (uuid, None)),
     }
 }
 
@@ -354,352 +347,5 @@ fn check_project(
             Err(ApiError::NotFound("Instance was not found.".into()))
         }
         _ => Ok(loaded),
-    }
-}
-
-/// `YYYY-MM-DD` of now, UTC, for hiding future versions.
-pub fn today_utc() -> String {
-    let days = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() / 86_400)
-        .unwrap_or(0) as i64;
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
-}
-
-/// Percent-decode the request path (without copying when there is
-/// nothing to decode); refuse what cannot be a metadata path.
-fn decode_path(raw: &str) -> Result<Cow<'_, str>, ApiError> {
-    if raw.len() > 3 * meta169_tree::path::MAX_PATH_LEN {
-        return Err(ApiError::BadRequest("The request path is too long.".into()));
-    }
-    // A fold, not `contains`: it vectorises, and paths are too short for
-    // a search to pay for its set-up.
-    if !raw.bytes().fold(false, |seen, b| seen | (b == b'%')) {
-        return Ok(Cow::Borrowed(raw));
-    }
-    percent_encoding::percent_decode_str(raw)
-        .decode_utf8()
-        .map_err(|_| ApiError::BadRequest("The request path is not valid UTF-8.".into()))
-}
-
-fn parse_path(decoded: &str) -> Result<MetadataPath<'_>, ApiError> {
-    MetadataPath::parse(decoded)
-        .map_err(|e| ApiError::BadRequest(format!("Bad request path: {e}.")))
-}
-
-/// The metadata side as a listener's handler: every request, whatever its
-/// path, goes to [`handle`] (no router: there is nothing to route).
-#[derive(Clone)]
-pub struct MetadataHandler(pub Arc<MetadataService>);
-
-impl PeerHandler for MetadataHandler {
-    fn handle(
-        &self,
-        request: http::Request<Incoming>,
-        peer: SocketAddr,
-    ) -> impl std::future::Future<Output = Answer> + Send + 'static + use<> {
-        handle(&self.0, request, peer)
-    }
-}
-
-/// The metadata handler: every path goes through here.
-///
-/// Most requests are answered from the caches without waiting for
-/// anything ([`serve_cached`]): their future is the ready answer, with no
-/// state machine, span or allocation, since hyper moves each request's
-/// future a few times and its size showed in the profile. The rest (cache
-/// misses, passwords, the first vendordata call) and every request while
-/// debug logging is on take the async way, boxed, in a span.
-///
-/// The per-request span is at debug level: an enabled span costs more than
-/// the rest of a cached request. Error events carry path and instance
-/// themselves, so logs at info level lose nothing.
-pub fn handle(
-    service: &Arc<MetadataService>,
-    request: http::Request<Incoming>,
-    peer: SocketAddr,
-) -> impl std::future::Future<Output = Answer> + Send + 'static + use<> {
-    let started = Instant::now();
-    // The head stays here, borrowed by the request's handling and read
-    // again for its metrics and log line; only the body moves on.
-    let (parts, body) = request.into_parts();
-    if !tracing::enabled!(tracing::Level::DEBUG) {
-        let mut outcome = Outcome::default();
-        let result = match serve_cached(service, &parts, peer.ip(), started, &mut outcome) {
-            Ok(None) => None,
-            Ok(Some(answer)) => Some(Ok(answer)),
-            Err(error) => Some(Err(error)),
-        };
-        if let Some(result) = result {
-            let answer = finish(service, &parts, result, started, &outcome);
-            crate::answer::recycle(parts.headers);
-            return Either::Left(std::future::ready(answer));
-        }
-    }
-    let span = tracing::debug_span!("metadata", path = %parts.uri.path(), method = %parts.method, instance = tracing::field::Empty);
-    let service = service.clone();
-    Either::Right(Box::pin(
-        async move {
-            let mut outcome = Outcome::default();
-            let result = serve(&service, &parts, body, peer.ip(), started, &mut outcome).await;
-            finish(&service, &parts, result, started, &outcome)
-        }
-        .instrument(span),
-    ))
-}
-
-/// The answer (an error turned into its response), counted and logged.
-fn finish(
-    service: &MetadataService,
-    request: &http::request::Parts,
-    result: Result<Answer, ApiError>,
-    started: Instant,
-    outcome: &Outcome,
-) -> Answer {
-    let (response, why) = match result {
-        Ok(response) => {
-            debug_assert!(
-                response.headers().contains_key(header::SERVER),
-                "answers are built by `plain`, which names the server"
-            );
-            (response, None)
-        }
-        Err(error) => {
-            let why = error.to_string();
-            let mut response = error.into_response().map(HttpEither::Right);
-            response
-                .headers_mut()
-                .insert(header::SERVER, meta169_http::headers::SERVER);
-            (response, Some(why))
-        }
-    };
-    let (status, took) = (response.status().as_u16(), started.elapsed());
-    let path = request.uri.path();
-    service
-        .metrics
-        .request(status, TreeLabel::of(path), outcome.identity, took);
-    let instance = outcome.instance().unwrap_or("-");
-    service
-        .settings
-        .access_log
-        .record(path, status, instance, took, why.as_deref());
-    response
-}
-
-/// What a request turned out to be, for its metrics and access log line.
-struct Outcome {
-    instance: Option<Arc<LoadedInstance>>,
-    identity: IdentityLabel,
-}
-
-impl Default for Outcome {
-    fn default() -> Self {
-        Outcome {
-            instance: None,
-            identity: IdentityLabel::None,
-        }
-    }
-}
-
-impl Outcome {
-    fn instance(&self) -> Option<&str> {
-        self.instance.as_ref().map(|i| &*i.uuid)
-    }
-}
-
-/// A request answered from the caches without waiting: `Ok(None)` when
-/// it needs the store, the vendordata service or a password write, and
-/// goes the async way ([`serve`]) from the start.
-fn serve_cached(
-    service: &MetadataService,
-    request: &http::request::Parts,
-    peer: IpAddr,
-    started: Instant,
-    outcome: &mut Outcome,
-) -> Result<Option<Answer>, ApiError> {
-    let decoded = decode_path(request.uri.path())?;
-    let path = parse_path(&decoded)?;
-    if path == MetadataPath::Root {
-        return Ok(Some(plain(ContentType::Text, ec2_version_listing())));
-    }
-    let caller = caller_of(service, request, peer, outcome)?;
-    let Some(found) = service.resolve_cached(&caller, started) else {
-        return Ok(None);
-    };
-    let reply =
-        found.and_then(|loaded| reply_for(service, &loaded, &path, request, &caller, outcome));
-    match reply {
-        Ok(Reply::VendorData2(_) | Reply::Password) => Ok(None),
-        // Counted as the async way's `load` counts a hit.
-        reply => {
-            service.metrics.cache_hits.inc();
-            reply.map(|reply| match reply {
-                Reply::Now(answer) => Some(answer),
-                Reply::VendorData2(_) | Reply::Password => None,
-            })
-        }
-    }
-}
-
-/// Any request, waiting for the store and services as needed.
-async fn serve(
-    service: &MetadataService,
-    request: &http::request::Parts,
-    body: Incoming,
-    peer: IpAddr,
-    started: Instant,
-    outcome: &mut Outcome,
-) -> Result<Answer, ApiError> {
-    let decoded = decode_path(request.uri.path())?;
-    let path = parse_path(&decoded)?;
-    if path == MetadataPath::Root {
-        return Ok(plain(ContentType::Text, ec2_version_listing()));
-    }
-    let caller = caller_of(service, request, peer, outcome)?;
-    let loaded = service.resolve(&caller, started).await?;
-    match reply_for(service, &loaded, &path, request, &caller, outcome)? {
-        Reply::Now(answer) => Ok(answer),
-        Reply::VendorData2(content_type) => {
-            let doc = loaded
-                .vendor_data2
-                .get_or_init(|| async {
-                    match loaded.tree.instance() {
-                        Some(instance) => service.vendor.document(&instance, &service.settings).await,
-                        None => {
-                            tracing::error!(instance = %loaded.uuid, "cached record unreadable; vendor_data2.json left empty");
-                            Bytes::from_static(b"{}")
-                        }
-                    }
-                })
-                .await;
-            Ok(plain(content_type, doc.clone()))
-        }
-        Reply::Password => crate::password::answer(service, &loaded, request, body).await,
-    }
-}
-
-/// Who is calling (counted in `outcome`).
-fn caller_of<'a>(
-    service: &MetadataService,
-    request: &'a http::request::Parts,
-    peer: IpAddr,
-    outcome: &mut Outcome,
-) -> Result<Caller<'a>, ApiError> {
-    let caller = identify(
-        &request.headers,
-        peer,
-        &service.settings.identity,
-        &service.signatures,
-    )?;
-    outcome.identity = match caller.identity {
-        Identity::Signed { .. } => IdentityLabel::Signed,
-        Identity::ByAddress { .. } => IdentityLabel::ByAddress,
-        Identity::BySource { .. } => IdentityLabel::BySource,
-    };
-    Ok(caller)
-}
-
-/// What a path of a loaded instance needs.
-enum Reply {
-    /// Answered from memory.
-    Now(Answer),
-    /// `vendor_data2.json`, not built yet: the vendordata call.
-    VendorData2(ContentType),
-    /// `password`: read or written through the store.
-    Password,
-}
-
-/// The answer for `path` of the caller's `loaded` instance, or what it
-/// has to wait for.
-fn reply_for(
-    service: &MetadataService,
-    loaded: &Arc<LoadedInstance>,
-    path: &MetadataPath<'_>,
-    request: &http::request::Parts,
-    caller: &Caller<'_>,
-    outcome: &mut Outcome,
-) -> Result<Reply, ApiError> {
-    // The span is at debug level; finding it costs more than the check.
-    if tracing::enabled!(tracing::Level::DEBUG) {
-        tracing::Span::current().record("instance", &*loaded.uuid);
-    }
-    outcome.instance = Some(loaded.clone());
-    if path.is_token_request() {
-        let direct = matches!(outcome.identity, IdentityLabel::BySource);
-        return crate::session_token::answer(service, loaded, request, direct).map(Reply::Now);
-    }
-    crate::session_token::check(service, loaded, caller.session_token)?;
-    let segments = match path {
-        MetadataPath::Ec2Versions => {
-            return Ok(Reply::Now(plain(ContentType::Text, ec2_version_listing())))
-        }
-        MetadataPath::OpenStackVersions => {
-            return Ok(Reply::Now(plain(
-                ContentType::Text,
-                openstack_version_listing(&today_utc()),
-            )))
-        }
-        MetadataPath::Item(segments) => segments,
-        MetadataPath::Root => unreachable!("answered before identification"),
-    };
-    // A signed request's X-Forwarded-For is read only if the path needs it.
-    let guest = || caller.requester(&request.headers);
-    if let Some(answer) = crate::instance_identity::answer(loaded, segments, guest) {
-        return answer.map(Reply::Now);
-    }
-    if let Some(answer) = crate::nocloud::answer(service, loaded, segments) {
-        return answer.map(Reply::Now);
-    }
-    let entry = loaded
-        .tree
-        .lookup_joined(segments, segments.below_version())
-        .ok_or_else(ApiError::not_found)?;
-    let body = match &entry.body {
-        Body::Static(bytes) => bytes.clone(),
-        Body::MetaData { before, after } => crate::random_seed::document(before, after),
-        Body::RequesterAddress => guest().to_string().into(),
-        Body::VendorData2 => match loaded.vendor_data2.get() {
-            Some(doc) => doc.clone(),
-            None => return Ok(Reply::VendorData2(entry.content_type)),
-        },
-        Body::Password => return Ok(Reply::Password),
-    };
-    Ok(Reply::Now(plain(entry.content_type, body)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn today_is_a_date() {
-        let today = today_utc();
-        assert_eq!(today.len(), 10);
-        assert!(today.as_str() > "2024-01-01");
-    }
-
-    #[test]
-    fn paths_are_decoded_and_checked() {
-        assert!(
-            matches!(parse_path(&decode_path("/latest/meta%2Ddata").unwrap()), Ok(MetadataPath::Item(s)) if s[2] == "meta-data")
-        );
-        assert!(matches!(
-            decode_path("/latest/meta-data"),
-            Ok(Cow::Borrowed(_))
-        ));
-        assert!(parse_path(&decode_path("/latest/%00").unwrap()).is_err());
-        assert!(decode_path("/latest/%ff%fe").is_err());
-        assert!(parse_path(&decode_path("/latest/%2e%2e/x").unwrap()).is_err());
-        assert!(decode_path(&"/a".repeat(3000)).is_err());
     }
 }
