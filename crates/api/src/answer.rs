@@ -12,12 +12,21 @@ use meta169_tree::ContentType;
 static ANSWER_HEADERS: std::sync::LazyLock<[http::HeaderMap; 2]> =
     std::sync::LazyLock::new(|| [ContentType::Text, ContentType::Json].map(answer_headers));
 
+/// The `Content-Type` value of each content type, built at compile time:
+/// `HeaderValue::from_static` called at run time checks every byte.
+const TEXT: HeaderValue = HeaderValue::from_static(ContentType::Text.as_str());
+const JSON: HeaderValue = HeaderValue::from_static(ContentType::Json.as_str());
+
+fn content_type_value(content_type: ContentType) -> HeaderValue {
+    match content_type {
+        ContentType::Text => TEXT,
+        ContentType::Json => JSON,
+    }
+}
+
 fn answer_headers(content_type: ContentType) -> http::HeaderMap {
     let mut headers = http::HeaderMap::with_capacity(2);
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(content_type.as_str()),
-    );
+    headers.insert(header::CONTENT_TYPE, content_type_value(content_type));
     // Tells meta169's agent it may pipeline requests (Nova's API does
     // not get them).
     headers.insert(header::SERVER, meta169_http::headers::SERVER);
@@ -50,10 +59,7 @@ pub(crate) fn plain(content_type: ContentType, body: impl Into<Bytes>) -> Answer
     let mut response = Answer::new(Either::Left(Full::new(body.into())));
     let headers = match SPARE_HEADERS.with(|spare| spare.take()) {
         Some(mut headers) => {
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(content_type.as_str()),
-            );
+            headers.insert(header::CONTENT_TYPE, content_type_value(content_type));
             headers.insert(header::SERVER, meta169_http::headers::SERVER);
             headers
         }

@@ -58,7 +58,7 @@ pub enum ContentType {
 }
 
 impl ContentType {
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             ContentType::Text => "text/plain; charset=UTF-8",
             ContentType::Json => "application/json",
