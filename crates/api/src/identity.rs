@@ -78,6 +78,16 @@ impl<'a> Found<'a> {
         };
     }
 
+    /// The value's bytes, trimmed, for a value that is only compared:
+    /// checking it is text first would cost more than the comparison.
+    fn bytes(self, name: &HeaderName) -> Result<Option<&'a [u8]>, ApiError> {
+        match self {
+            Found::Absent => Ok(None),
+            Found::Repeated => Err(ApiError::DuplicateHeader(display_name(name).to_string())),
+            Found::Once(value) => Ok(Some(value.as_bytes().trim_ascii())),
+        }
+    }
+
     /// The value as text, or why it cannot be used.
     fn text(self, name: &HeaderName) -> Result<Option<&'a str>, ApiError> {
         match self {
@@ -207,7 +217,7 @@ pub fn identify<'a>(
             .text(&INSTANCE_ID)?
             .ok_or(ApiError::MissingHeader("X-Instance-ID"))?;
         let signature = signature
-            .text(&SIGNATURE)?
+            .bytes(&SIGNATURE)?
             .ok_or(ApiError::MissingHeader("X-Instance-ID-Signature"))?;
         let project_id = project_id
             .text(&TENANT_ID)?
@@ -280,6 +290,20 @@ mod tests {
     }
 
     const LOCAL: &str = "127.0.0.1";
+
+    #[test]
+    fn a_signature_that_is_not_text_does_not_match() {
+        let mut h = headers(&[(INSTANCE_ID, "abc"), (TENANT_ID, "p")]);
+        let mut bad = sign_instance_id(b"s3cret", "abc").into_bytes();
+        bad[0] = 0xff;
+        h.append(SIGNATURE, HeaderValue::from_bytes(&bad).unwrap());
+        let refused = identify(&h, LOCAL.parse().unwrap(), &settings()).unwrap_err();
+        assert!(matches!(refused, ApiError::BadSignature), "{refused:?}");
+        // Surrounding blanks are not part of it, as for the other headers.
+        let sig = format!(" {}\t", sign_instance_id(b"s3cret", "abc"));
+        let h = headers(&[(INSTANCE_ID, "abc"), (TENANT_ID, "p"), (SIGNATURE, &sig)]);
+        assert!(identify(&h, LOCAL.parse().unwrap(), &settings()).is_ok());
+    }
 
     #[test]
     fn the_session_token_is_found_in_every_mode() {
