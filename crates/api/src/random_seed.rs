@@ -47,9 +47,10 @@ pub(crate) fn document(before: &[u8], after: &[u8]) -> Bytes {
 impl Writer {
     fn document(&mut self, before: &[u8], after: &[u8]) -> Bytes {
         self.generator.fill_bytes(&mut self.seed);
-        // Reclaims the block's start when every document split off it has
-        // been dropped (hyper drops each as it is written); else a new
-        // block, and the old one goes with its last document.
+        // Goes on in the block while it has room; at its end starts it
+        // over if every document split off it is gone (hyper drops each
+        // as it is written), else takes a new block and the old one goes
+        // with its last document.
         self.block
             .reserve(before.len() + RANDOM_SEED_TEXT + after.len());
         self.block.extend_from_slice(before);
