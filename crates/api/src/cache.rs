@@ -138,6 +138,9 @@ type Hasher = foldhash::fast::RandomState;
 
 struct Slot {
     loaded: Arc<LoadedInstance>,
+    /// When it stops being fresh (`None`: a TTL past the clock's range);
+    /// kept as an instant so each hit is one comparison, not a subtraction.
+    fresh_until: Option<Instant>,
     /// Milliseconds after the cache's start of the last use.
     used_ms: AtomicU64,
 }
@@ -187,13 +190,10 @@ impl Caches {
             slot.used_ms.store(now_ms, Ordering::Relaxed);
         }
         let loaded = slot.loaded.clone();
-        Some(
-            if now.saturating_duration_since(loaded.loaded_at) < self.limits.ttl {
-                Cached::Fresh(loaded)
-            } else {
-                Cached::Expired(loaded)
-            },
-        )
+        Some(match slot.fresh_until {
+            Some(until) if now >= until => Cached::Expired(loaded),
+            _ => Cached::Fresh(loaded),
+        })
     }
 
     /// The current generation, read before a load from the store.
@@ -213,6 +213,7 @@ impl Caches {
         }
         let weight = loaded.weight;
         let slot = Slot {
+            fresh_until: loaded.loaded_at.checked_add(self.limits.ttl),
             loaded,
             used_ms: AtomicU64::new(self.now_ms()),
         };
