@@ -63,6 +63,11 @@ fn count_blank_lines(data: &[u8]) -> usize {
                 None => return count,
             }
         }
+        // Most reads end with the blank line just found: nothing is left
+        // to search, and setting up the search would cost more than it.
+        if data.len() - at < BLANK_LINE.len() {
+            return count;
+        }
         return count + blank_lines().find_iter(&data[at..]).count();
     }
     blank_lines().find_iter(data).count()
