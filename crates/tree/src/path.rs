@@ -101,8 +101,9 @@ pub enum PathError {
 /// Could this byte start a control character? C0 and DEL are single
 /// bytes; C1 controls (U+0080..U+009F) are written 0xC2 0x80..0x9F, so a
 /// 0xC2 byte sends the text to the character-wise check.
+/// (Without short-circuits, so the screen over a path vectorises.)
 fn maybe_control(b: u8) -> bool {
-    b < 0x20 || b == 0x7f || b == 0xc2
+    (b < 0x20) | (b == 0x7f) | (b == 0xc2)
 }
 
 /// The pieces of `decoded` between `/`s, as `str::split('/')` gives them.
@@ -142,7 +143,8 @@ impl<'a> MetadataPath<'a> {
         // only when it finds a candidate.
         let screened = decoded
             .bytes()
-            .fold(false, |seen, b| seen | maybe_control(b));
+            .fold(0u8, |seen, b| seen | u8::from(maybe_control(b)))
+            != 0;
         if screened && decoded.chars().any(char::is_control) {
             return Err(PathError::ControlCharacter);
         }
