@@ -1,0 +1,133 @@
+//! Random bytes as base64 characters: each byte's low six bits pick one.
+//!
+//! A seed's text has to be the base64 of uniformly random bytes, nothing
+//! more: drawing one random byte per character and mapping its low six
+//! bits gives exactly that distribution, without an encoder's regrouping
+//! of bits. No crate maps bytes onto the alphabet like this (encoders
+//! regroup; base64-simd, the vectorised one, has no AVX-512 path), and
+//! with AVX-512 VBMI the mapping is one byte permute per 64 characters, so
+//! it is written here: the permute where the CPU has it, elsewhere a
+//! branch-free formula the compiler vectorises.
+
+/// Base64's standard alphabet (RFC 4648, what Nova's `b64encode` uses).
+pub(crate) const ALPHABET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// `text[i]` = the character of `random[i]`'s low six bits.
+pub(crate) fn map(random: &[u8], text: &mut [u8]) {
+    assert_eq!(random.len(), text.len(), "one character per random byte");
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512vbmi") {
+            // SAFETY: the CPU has AVX-512 VBMI (and with it F and BW).
+            unsafe { map_vbmi(random, text) };
+            return;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            unsafe { map_avx2(random, text) };
+            return;
+        }
+    }
+    map_any(random, text);
+}
+
+/// The character of `byte`'s low six bits, by ranges of the alphabet
+/// instead of a table lookup, so that a loop of it vectorises.
+#[inline(always)]
+fn char_of(byte: u8) -> u8 {
+    let index = byte & 63;
+    let mut c = index + b'A';
+    // From each range's first index on, the step to its first character.
+    c = c.wrapping_add(if index >= 26 { b'a' - b'A' - 26 } else { 0 });
+    c = c.wrapping_sub(if index >= 52 { b'a' - b'0' + 26 } else { 0 });
+    c = c.wrapping_sub(if index >= 62 {
+        b'0' + 62 - 52 - b'+'
+    } else {
+        0
+    });
+    c.wrapping_add(if index >= 63 { b'/' - b'+' - 1 } else { 0 })
+}
+
+fn map_any(random: &[u8], text: &mut [u8]) {
+    for (c, byte) in text.iter_mut().zip(random) {
+        *c = char_of(*byte);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn map_avx2(random: &[u8], text: &mut [u8]) {
+    map_any(random, text);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+fn map_vbmi(random: &[u8], text: &mut [u8]) {
+    use std::arch::x86_64::{
+        __m512i, _mm512_loadu_si512, _mm512_permutexvar_epi8, _mm512_storeu_si512,
+    };
+    const LANES: usize = 64;
+    // SAFETY: ALPHABET is 64 bytes, one unaligned load.
+    let alphabet = unsafe { _mm512_loadu_si512(ALPHABET.as_ptr().cast::<__m512i>()) };
+    let mut random = random.chunks_exact(LANES);
+    let mut text = text.chunks_exact_mut(LANES);
+    for (from, to) in (&mut random).zip(&mut text) {
+        // SAFETY: both chunks are LANES bytes; unaligned loads and stores.
+        unsafe {
+            let bytes = _mm512_loadu_si512(from.as_ptr().cast::<__m512i>());
+            // The permute reads each index byte's low six bits only.
+            let chars = _mm512_permutexvar_epi8(bytes, alphabet);
+            _mm512_storeu_si512(to.as_mut_ptr().cast::<__m512i>(), chars);
+        }
+    }
+    map_any(random.remainder(), text.into_remainder());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(random: &[u8]) -> Vec<u8> {
+        random
+            .iter()
+            .map(|b| ALPHABET[usize::from(b & 63)])
+            .collect()
+    }
+
+    #[test]
+    fn every_byte_maps_to_its_low_bits_character() {
+        for byte in 0..=255u8 {
+            assert_eq!(char_of(byte), ALPHABET[usize::from(byte & 63)], "{byte}");
+        }
+    }
+
+    #[test]
+    fn every_path_maps_every_length_alike() {
+        // Lengths around the vector widths, every byte value at every lane.
+        let random: Vec<u8> = (0..700u32).map(|i| (i * 7 + i / 256) as u8).collect();
+        for len in (0..200).chain([511, 512, 513, 683, 684, 700]) {
+            let want = reference(&random[..len]);
+            let mut text = vec![0u8; len];
+            map(&random[..len], &mut text);
+            assert_eq!(text, want, "dispatched, {len} bytes");
+            map_any(&random[..len], &mut text);
+            assert_eq!(text, want, "portable, {len} bytes");
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    text.fill(0);
+                    // SAFETY: the CPU has AVX2.
+                    unsafe { map_avx2(&random[..len], &mut text) };
+                    assert_eq!(text, want, "avx2, {len} bytes");
+                }
+                if std::arch::is_x86_feature_detected!("avx512vbmi") {
+                    text.fill(0);
+                    // SAFETY: the CPU has AVX-512 VBMI.
+                    unsafe { map_vbmi(&random[..len], &mut text) };
+                    assert_eq!(text, want, "avx512vbmi, {len} bytes");
+                }
+            }
+        }
+    }
+}
