@@ -204,8 +204,12 @@ fn serve_cached(
     let Some(found) = service.resolve_cached(&caller, started) else {
         return Ok(None);
     };
-    let reply =
-        found.and_then(|loaded| reply_for(service, &loaded, &path, request, &caller, outcome));
+    let reply = found.and_then(|loaded| {
+        let reply = reply_for(service, &loaded, &path, request, &caller, outcome);
+        // Moved, not cloned: a reference count is two atomic operations.
+        outcome.instance = Some(loaded);
+        reply
+    });
     match reply {
         Ok(Reply::VendorData2(_) | Reply::Password) => Ok(None),
         // Counted as the async way's `load` counts a hit.
@@ -235,7 +239,9 @@ async fn serve(
     }
     let caller = caller_of(service, request, peer, outcome)?;
     let loaded = service.resolve(&caller, started).await?;
-    match reply_for(service, &loaded, &path, request, &caller, outcome)? {
+    let reply = reply_for(service, &loaded, &path, request, &caller, outcome);
+    outcome.instance = Some(loaded.clone());
+    match reply? {
         Reply::Now(answer) => Ok(answer),
         Reply::VendorData2(content_type) => {
             let doc = loaded
@@ -301,7 +307,6 @@ fn reply_for(
     if tracing::enabled!(tracing::Level::DEBUG) {
         tracing::Span::current().record("instance", &*loaded.uuid);
     }
-    outcome.instance = Some(loaded.clone());
     if path.is_token_request() {
         let direct = matches!(outcome.identity, IdentityLabel::BySource);
         return crate::session_token::answer(service, loaded, request, direct).map(Reply::Now);
