@@ -10,11 +10,12 @@
 //! that started before it.
 
 use bytes::Bytes;
+use meta169_http::signing::{same_signature, Signature, SignatureMemo};
 use meta169_tree::{Instance, RenderOptions, Tree};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 /// Default bound on cached instances.
@@ -61,6 +62,10 @@ pub struct LoadedInstance {
     weight: usize,
     /// `vendor_data2.json`, built on first request (it calls the dynamic targets).
     pub vendor_data2: tokio::sync::OnceCell<Bytes>,
+    /// The proxy signature its signed requests carry, computed on the
+    /// first: checked here, a signed request finds its instance and its
+    /// signature in one cache lookup.
+    signature: OnceLock<Signature>,
 }
 
 impl LoadedInstance {
@@ -86,7 +91,17 @@ impl LoadedInstance {
             tokens,
             loaded_at: Instant::now(),
             vendor_data2: tokio::sync::OnceCell::new(),
+            signature: OnceLock::new(),
         }
+    }
+
+    /// Whether `signature` is this instance's proxy signature under the
+    /// memo's secret.
+    pub fn signature_matches(&self, signatures: &SignatureMemo, signature: &[u8]) -> bool {
+        let expected = self
+            .signature
+            .get_or_init(|| signatures.expected(&self.uuid));
+        same_signature(expected, signature)
     }
 
     /// The estimated bytes this entry holds.

@@ -164,6 +164,19 @@ pub fn identify<'a>(
     settings: &IdentitySettings,
     signatures: &SignatureMemo,
 ) -> Result<Caller<'a>, ApiError> {
+    identify_with(headers, peer, settings, |instance_id, signature| {
+        signatures.matches(instance_id, signature)
+    })
+}
+
+/// [`identify`], a signature checked by `signed`: whether the signature
+/// (second) is the instance id's (first) under the shared secret.
+pub fn identify_with<'a>(
+    headers: &'a HeaderMap,
+    peer: IpAddr,
+    settings: &IdentitySettings,
+    signed: impl FnOnce(&str, &[u8]) -> bool,
+) -> Result<Caller<'a>, ApiError> {
     let peer = canonical_ip(peer);
     let by_source = |session_token| Caller {
         identity: Identity::BySource { address: peer },
@@ -222,7 +235,7 @@ pub fn identify<'a>(
         let project_id = project_id
             .text(&TENANT_ID)?
             .ok_or(ApiError::MissingHeader("X-Tenant-ID"))?;
-        if !signatures.matches(instance_id, signature) {
+        if !signed(instance_id, signature) {
             if let Some(left_out) = refusals().allow(peer) {
                 tracing::warn!(
                     proxy = %peer,

@@ -275,10 +275,36 @@ impl MetadataService {
     /// The caller's instance when the caches hold it fresh, found without
     /// waiting for anything; `None` sends the request the async way
     /// ([`Self::resolve`]), which also reports what made it miss.
+    /// Whether `signature` is `instance_id`'s: checked against the cached
+    /// instance's own when it is cached and fresh (then kept in `found`,
+    /// for [`Self::resolve_cached`]), else against the memo.
+    pub(crate) fn signed(
+        &self,
+        instance_id: &str,
+        signature: &[u8],
+        now: Instant,
+        found: &mut Option<Arc<LoadedInstance>>,
+    ) -> bool {
+        match self.caches.instance(instance_id, now) {
+            Some(Cached::Fresh(loaded)) => {
+                let matches = loaded.signature_matches(&self.signatures, signature);
+                if matches {
+                    *found = Some(loaded);
+                }
+                matches
+            }
+            _ => self.signatures.matches(instance_id, signature),
+        }
+    }
+
+    /// The caller's instance, if it is cached and fresh; `signed` is the
+    /// instance a signed caller's signature was checked against
+    /// ([`Self::signed`]), already looked up.
     pub(crate) fn resolve_cached(
         &self,
         caller: &Caller<'_>,
         now: Instant,
+        signed: Option<Arc<LoadedInstance>>,
     ) -> Option<Result<Arc<LoadedInstance>, ApiError>> {
         let key = match caller.identity {
             Identity::Signed { .. } => None,
@@ -298,10 +324,14 @@ impl MetadataService {
             Some(_) => return None,
         };
         let (uuid, expected_project) = claimed(&caller.identity, found.as_deref())?;
-        match self.caches.instance(uuid, now)? {
-            Cached::Fresh(loaded) => Some(check_project(loaded, expected_project)),
-            Cached::Expired(_) => None,
-        }
+        let loaded = match (&caller.identity, signed) {
+            (Identity::Signed { .. }, Some(loaded)) => loaded,
+            _ => match self.caches.instance(uuid, now)? {
+                Cached::Fresh(loaded) => loaded,
+                Cached::Expired(_) => return None,
+            },
+        };
+        Some(check_project(loaded, expected_project))
     }
 }
 

@@ -6,7 +6,7 @@
 use crate::answer::plain;
 use crate::cache::LoadedInstance;
 use crate::error::ApiError;
-use crate::identity::{identify, Caller, Identity};
+use crate::identity::{identify_with, Caller, Identity};
 use crate::metadata::MetadataService;
 use crate::metrics::{IdentityLabel, TreeLabel};
 use axum::response::IntoResponse;
@@ -200,8 +200,12 @@ fn serve_cached(
     if path == MetadataPath::Root {
         return Ok(Some(plain(ContentType::Text, ec2_version_listing())));
     }
-    let caller = caller_of(service, request, peer, outcome)?;
-    let Some(found) = service.resolve_cached(&caller, started) else {
+    // A signed caller's instance, found while checking its signature.
+    let mut signed = None;
+    let caller = caller_of(service, request, peer, outcome, |id, signature| {
+        service.signed(id, signature, started, &mut signed)
+    })?;
+    let Some(found) = service.resolve_cached(&caller, started, signed) else {
         return Ok(None);
     };
     let reply = found.and_then(|loaded| {
@@ -237,7 +241,9 @@ async fn serve(
     if path == MetadataPath::Root {
         return Ok(plain(ContentType::Text, ec2_version_listing()));
     }
-    let caller = caller_of(service, request, peer, outcome)?;
+    let caller = caller_of(service, request, peer, outcome, |id, signature| {
+        service.signatures.matches(id, signature)
+    })?;
     let loaded = service.resolve(&caller, started).await?;
     let reply = reply_for(service, &loaded, &path, request, &caller, outcome);
     outcome.instance = Some(loaded.clone());
@@ -262,19 +268,16 @@ async fn serve(
     }
 }
 
-/// Who is calling (counted in `outcome`).
+/// Who is calling (counted in `outcome`); `signed` checks a signature
+/// ([`identify_with`]).
 fn caller_of<'a>(
     service: &MetadataService,
     request: &'a http::request::Parts,
     peer: IpAddr,
     outcome: &mut Outcome,
+    signed: impl FnOnce(&str, &[u8]) -> bool,
 ) -> Result<Caller<'a>, ApiError> {
-    let caller = identify(
-        &request.headers,
-        peer,
-        &service.settings.identity,
-        &service.signatures,
-    )?;
+    let caller = identify_with(&request.headers, peer, &service.settings.identity, signed)?;
     outcome.identity = match caller.identity {
         Identity::Signed { .. } => IdentityLabel::Signed,
         Identity::ByAddress { .. } => IdentityLabel::ByAddress,

@@ -1,7 +1,8 @@
 //! The proxy signature Nova and Neutron share: lowercase hex of
 //! HMAC-SHA256 over the instance id, keyed with `metadata_proxy_shared_secret`.
 //! A server checks the same few instance ids over and over, so
-//! [`SignatureMemo`] keeps each one's expected signature.
+//! [`SignatureMemo`] keeps each one's expected signature (and a server's
+//! cache may keep it with the instance, [`SignatureMemo::expected`]).
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -14,7 +15,17 @@ use subtle::ConstantTimeEq;
 pub const MAX_REMEMBERED_SIGNATURES: usize = 100_000;
 
 /// Length of a signature: hex of a SHA-256 MAC.
-const SIGNATURE_LEN: usize = 64;
+pub const SIGNATURE_LEN: usize = 64;
+
+/// A signature as expected: its hex text.
+pub type Signature = [u8; SIGNATURE_LEN];
+
+/// Constant-time check of a received signature against the expected one:
+/// word-wise and branch-free (subtle's byte-wise comparison cost as much
+/// as the rest of the check).
+pub fn same_signature(expected: &Signature, received: &[u8]) -> bool {
+    received.len() == SIGNATURE_LEN && constant_time_eq::constant_time_eq(expected, received)
+}
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -69,8 +80,7 @@ impl SignatureMemo {
         let expected = match known {
             Some(expected) => expected,
             None => {
-                let mut expected = [0u8; SIGNATURE_LEN];
-                expected.copy_from_slice(sign_instance_id(&self.secret, instance_id).as_bytes());
+                let expected = self.expected(instance_id);
                 let mut memo = self.expected.write().unwrap_or_else(|e| e.into_inner());
                 if memo.len() >= MAX_REMEMBERED_SIGNATURES {
                     memo.clear();
@@ -79,9 +89,15 @@ impl SignatureMemo {
                 expected
             }
         };
-        // Word-wise and branch-free; subtle's byte-wise comparison cost
-        // as much as the rest of the check.
-        constant_time_eq::constant_time_eq(&expected, signature)
+        same_signature(&expected, signature)
+    }
+
+    /// The signature expected for `instance_id`, computed (not taken from
+    /// or kept in the memo): for a caller that keeps it itself.
+    pub fn expected(&self, instance_id: &str) -> Signature {
+        let mut expected = [0u8; SIGNATURE_LEN];
+        expected.copy_from_slice(sign_instance_id(&self.secret, instance_id).as_bytes());
+        expected
     }
 }
 

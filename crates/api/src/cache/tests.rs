@@ -106,3 +106,19 @@ fn a_record_change_drops_its_addresses_a_password_change_does_not() {
     assert!(caches.address(&key, Instant::now()).is_none());
     assert!(caches.address(&other, Instant::now()).is_some());
 }
+
+#[test]
+fn an_instance_checks_its_own_signature() {
+    let instance = loaded("6ca6d4c8-0f4e-4d54-8a07-7c21c7b5bd02");
+    let memo = SignatureMemo::new(b"secret");
+    let right = meta169_http::signing::sign_instance_id(b"secret", &instance.uuid);
+    let other = meta169_http::signing::sign_instance_id(b"other secret", &instance.uuid);
+    // Twice each: computed on the first check, kept for the second.
+    for _ in 0..2 {
+        assert!(instance.signature_matches(&memo, right.as_bytes()));
+        assert!(!instance.signature_matches(&memo, other.as_bytes()));
+        assert!(!instance.signature_matches(&memo, &right.as_bytes()[..63]));
+        assert!(!instance.signature_matches(&memo, b""));
+    }
+    assert!(memo.matches(&instance.uuid, right.as_bytes()));
+}
