@@ -16,7 +16,7 @@ use http::header;
 use http_body_util::Either as HttpEither;
 use hyper::body::Incoming;
 use meta169_http::Answer;
-use meta169_http::PeerHandler;
+use meta169_http::{Handled, PeerHandler};
 use meta169_tree::versions::{ec2_version_listing, openstack_version_listing};
 use meta169_tree::{Body, ContentType, MetadataPath};
 use std::borrow::Cow;
@@ -76,6 +76,17 @@ impl PeerHandler for MetadataHandler {
         request: http::Request<Incoming>,
         peer: SocketAddr,
     ) -> impl std::future::Future<Output = Answer> + Send + 'static + use<> {
+        match handle(&self.0, request, peer) {
+            Handled::Now(answer) => Either::Left(std::future::ready(answer)),
+            Handled::Later(handling) => Either::Right(handling),
+        }
+    }
+
+    fn handle_now(
+        &self,
+        request: http::Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Handled<impl std::future::Future<Output = Answer> + Send + 'static + use<>> {
         handle(&self.0, request, peer)
     }
 }
@@ -83,9 +94,9 @@ impl PeerHandler for MetadataHandler {
 /// The metadata handler: every path goes through here.
 ///
 /// Most requests are answered from the caches without waiting for
-/// anything ([`serve_cached`]): their future is the ready answer, with no
-/// state machine, span or allocation, since hyper moves each request's
-/// future a few times and its size showed in the profile. The rest (cache
+/// anything ([`serve_cached`]): [`Handled::Now`], with no future, span or
+/// allocation, since hyper moves each request's future a few times and
+/// its size showed in the profile. The rest (cache
 /// misses, passwords, the first vendordata call) and every request while
 /// debug logging is on take the async way, boxed, in a span.
 ///
@@ -96,7 +107,7 @@ pub fn handle(
     service: &Arc<MetadataService>,
     request: http::Request<Incoming>,
     peer: SocketAddr,
-) -> impl std::future::Future<Output = Answer> + Send + 'static + use<> {
+) -> Handled<impl std::future::Future<Output = Answer> + Send + 'static + use<>> {
     let started = Instant::now();
     // The head stays here, borrowed by the request's handling and read
     // again for its metrics and log line; only the body moves on.
@@ -111,12 +122,12 @@ pub fn handle(
         if let Some(result) = result {
             let answer = finish(service, &parts, result, started, &outcome);
             crate::answer::recycle(parts.headers);
-            return Either::Left(std::future::ready(answer));
+            return Handled::Now(answer);
         }
     }
     let span = tracing::debug_span!("metadata", path = %parts.uri.path(), method = %parts.method, instance = tracing::field::Empty);
     let service = service.clone();
-    Either::Right(Box::pin(
+    Handled::Later(Box::pin(
         async move {
             let mut outcome = Outcome::default();
             let result = serve(&service, &parts, body, peer.ip(), started, &mut outcome).await;

@@ -113,6 +113,9 @@ pub(crate) struct HeadTimeout<I> {
     timeout: Duration,
     /// Armed at or before the deadline; re-armed when it fires early.
     timer: Pin<Box<Sleep>>,
+    /// Requests begun when the timer was last found pending (and so
+    /// registered with this task); `u64::MAX` before that.
+    registered_at: u64,
 }
 
 impl<I> HeadTimeout<I> {
@@ -123,6 +126,7 @@ impl<I> HeadTimeout<I> {
             clock,
             timeout,
             timer,
+            registered_at: u64::MAX,
         }
     }
 
@@ -130,7 +134,13 @@ impl<I> HeadTimeout<I> {
     /// has started): keep the timer registered with this task. hyper may
     /// not read again before going idle, and then only the timer wakes the
     /// task to find the client out of time.
+    /// Not again when the read side registered it since the last request
+    /// began: it stays registered until it fires, and a timer that fires
+    /// wakes the task, whose read finds it.
     fn watch(&mut self, cx: &mut Context<'_>) {
+        if self.registered_at == self.clock.requests() {
+            return;
+        }
         if self.out_of_time(cx) {
             cx.waker().wake_by_ref();
         }
@@ -144,6 +154,7 @@ impl<I> HeadTimeout<I> {
         }
         loop {
             if self.timer.as_mut().poll(cx).is_pending() {
+                self.registered_at = self.clock.requests();
                 return false;
             }
             let left = self.clock.left(self.timeout);

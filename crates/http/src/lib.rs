@@ -36,5 +36,6 @@ mod per_source;
 
 #[cfg(feature = "server")]
 pub use listener::{
-    serve, serve_direct, Accept, Answer, Handler, PeerAddr, PeerHandler, ResponseBody, ServerLimits,
+    serve, serve_direct, Accept, Answer, Handled, Handler, PeerAddr, PeerHandler, ResponseBody,
+    ServerLimits,
 };

@@ -9,6 +9,7 @@ use crate::head_timeout::{HeadClock, HeadTimeout};
 use crate::hop_limit::{HopControl, HopLimit};
 use crate::log_throttle;
 use crate::per_source::PerSource;
+use futures_util::future::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::future::Future;
@@ -119,6 +120,26 @@ pub trait PeerHandler: Clone + Send + 'static {
         request: http::Request<Incoming>,
         peer: SocketAddr,
     ) -> impl Future<Output = Answer> + Send + 'static + use<Self>;
+
+    /// What the listener calls: [`Self::handle`], unless the handler has
+    /// the answer at once ([`Handled::Now`]). The listener then finishes
+    /// the request there, without a future of its own to move and poll
+    /// and the shared state that future would have to hold.
+    fn handle_now(
+        &self,
+        request: http::Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Handled<impl Future<Output = Answer> + Send + 'static + use<Self>> {
+        Handled::Later(self.handle(request, peer))
+    }
+}
+
+/// A request as a [`PeerHandler`] takes it: answered, or on its way.
+pub enum Handled<F> {
+    /// Answered without waiting (the hot path).
+    Now(Answer),
+    /// The answer's future.
+    Later(F),
 }
 
 /// What a [`PeerHandler`] answers with: a fixed body, unboxed (the hot
@@ -255,6 +276,17 @@ pub async fn serve_direct(
     }
 }
 
+/// An answer handed over to hyper: its hop limit applied, and the wait
+/// for the connection's next request head started.
+fn answered(answer: &Answer, hops: Option<&HopControl>, clock: &HeadClock) {
+    if let Some(hops) = hops {
+        if let Some(limit) = answer.extensions().get::<HopLimit>() {
+            hops.apply(*limit);
+        }
+    }
+    clock.end();
+}
+
 /// RFC 9112 §3.2: a server must answer 400 to an HTTP/1.1 request
 /// without a Host header (hyper leaves that to the application).
 fn missing_host(request: &http::Request<Incoming>) -> Option<Answer> {
@@ -296,24 +328,23 @@ async fn serve_connection<I>(
     let handler_clock = clock.clone();
     let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
         handler_clock.begin();
-        let answer = match missing_host(&request) {
-            Some(refusal) => Ok(refusal),
-            None => Err(handler.handle(request, peer)),
+        let handled = match missing_host(&request) {
+            Some(refusal) => Handled::Now(refusal),
+            None => handler.handle_now(request, peer),
         };
-        let clock = handler_clock.clone();
-        let hops = hops.clone();
-        async move {
-            let answer = match answer {
-                Ok(refusal) => refusal,
-                Err(handling) => handling.await,
-            };
-            if let Some(hops) = &hops {
-                if let Some(limit) = answer.extensions().get::<HopLimit>() {
-                    hops.apply(*limit);
-                }
+        match handled {
+            Handled::Now(answer) => {
+                answered(&answer, hops.as_deref(), &handler_clock);
+                Either::Left(std::future::ready(Ok(answer)))
             }
-            clock.end();
-            Ok::<_, std::convert::Infallible>(answer)
+            Handled::Later(handling) => {
+                let (clock, hops) = (handler_clock.clone(), hops.clone());
+                Either::Right(async move {
+                    let answer = handling.await;
+                    answered(&answer, hops.as_deref(), &clock);
+                    Ok::<_, std::convert::Infallible>(answer)
+                })
+            }
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use common::Server;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use meta169_http::{Answer, PeerHandler, ServerLimits};
+use meta169_http::{Answer, Handled, PeerHandler, ServerLimits};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -32,6 +32,21 @@ impl PeerHandler for Echo {
                 tokio::time::sleep(TIMEOUT * 2).await;
             }
             Answer::new(Either::Left(Full::new(Bytes::from_static(b"ok"))))
+        }
+    }
+
+    /// Answers at once but for `/slow`: both ways a listener finishes a
+    /// request are timed.
+    fn handle_now(
+        &self,
+        request: http::Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Handled<impl std::future::Future<Output = Answer> + Send + 'static + use<>> {
+        match request.uri().path() {
+            "/slow" => Handled::Later(self.handle(request, peer)),
+            _ => Handled::Now(Answer::new(Either::Left(Full::new(Bytes::from_static(
+                b"ok",
+            ))))),
         }
     }
 }
