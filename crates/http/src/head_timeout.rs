@@ -72,7 +72,10 @@ impl HeadClock {
     /// A request head arrived: the handler runs, the clock stops.
     pub(crate) fn begin(&self) {
         self.busy.store(true, Ordering::Relaxed);
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        // Only the connection's own service begins requests: a load and a
+        // store, not a locked add.
+        let begun = self.requests.load(Ordering::Relaxed);
+        self.requests.store(begun + 1, Ordering::Relaxed);
     }
 
     /// Whether a handler is running.
