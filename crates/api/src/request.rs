@@ -50,9 +50,7 @@ fn decode_path(raw: &str) -> Result<Cow<'_, str>, ApiError> {
     if raw.len() > 3 * meta169_tree::path::MAX_PATH_LEN {
         return Err(ApiError::BadRequest("The request path is too long.".into()));
     }
-    // A fold, not `contains`: it vectorises, and paths are too short for
-    // a search to pay for its set-up.
-    if !raw.bytes().fold(false, |seen, b| seen | (b == b'%')) {
+    if !meta169_tree::path::has_escapes(raw) {
         return Ok(Cow::Borrowed(raw));
     }
     percent_encoding::percent_decode_str(raw)
