@@ -272,9 +272,6 @@ impl MetadataService {
         check_project(loaded, expected_project)
     }
 
-    /// The caller's instance when the caches hold it fresh, found without
-    /// waiting for anything; `None` sends the request the async way
-    /// ([`Self::resolve`]), which also reports what made it miss.
     /// Whether `signature` is `instance_id`'s: checked against the cached
     /// instance's own when it is cached and fresh (then kept in `found`,
     /// for [`Self::resolve_cached`]), else against the memo.
@@ -297,8 +294,10 @@ impl MetadataService {
         }
     }
 
-    /// The caller's instance, if it is cached and fresh; `signed` is the
-    /// instance a signed caller's signature was checked against
+    /// The caller's instance when the caches hold it fresh, found without
+    /// waiting for anything; `None` sends the request the async way
+    /// ([`Self::resolve`]), which also reports what made it miss. `signed`
+    /// is the instance a signed caller's signature was checked against
     /// ([`Self::signed`]), already looked up.
     pub(crate) fn resolve_cached(
         &self,
