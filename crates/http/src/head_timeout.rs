@@ -137,6 +137,7 @@ impl<I> HeadTimeout<I> {
     /// has started): keep the timer registered with this task. hyper may
     /// not read again before going idle, and then only the timer wakes the
     /// task to find the client out of time.
+    ///
     /// Not again when the read side registered it since the last request
     /// began: it stays registered until it fires, and a timer that fires
     /// wakes the task, whose read finds it.
