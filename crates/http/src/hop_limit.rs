@@ -22,7 +22,7 @@ pub struct HopControl {
 impl HopControl {
     /// A handle on `stream`'s socket (a duplicate descriptor), `peer` its
     /// peer; `None` if it cannot be duplicated.
-    pub fn of(stream: &tokio::net::TcpStream, peer: SocketAddr) -> Option<HopControl> {
+    pub fn of(stream: &impl std::os::fd::AsFd, peer: SocketAddr) -> Option<HopControl> {
         let socket = socket2::SockRef::from(stream).try_clone().ok()?;
         // An IPv4 peer of a dual-stack socket is still an IPv6 socket, whose
         // IPv4 packets take their TTL from IP_TTL.

@@ -22,6 +22,8 @@ pub mod body;
 #[cfg(feature = "server")]
 pub mod ca;
 #[cfg(feature = "server")]
+pub mod direct_socket;
+#[cfg(feature = "server")]
 mod head_timeout;
 #[cfg(feature = "server")]
 pub mod hop_limit;

@@ -5,6 +5,7 @@
 //! and UNIX sockets ([`Accept`]), so both get the same limits.
 
 use crate::batch::Batch;
+use crate::direct_socket::DirectStream;
 use crate::head_timeout::{HeadClock, HeadTimeout};
 use crate::hop_limit::{HopControl, HopLimit};
 use crate::log_throttle;
@@ -186,17 +187,17 @@ pub trait Accept: Send + 'static {
 }
 
 impl Accept for tokio::net::TcpListener {
-    type Stream = tokio::net::TcpStream;
+    type Stream = DirectStream;
 
     async fn accept(&self) -> std::io::Result<(Self::Stream, SocketAddr)> {
         let (stream, peer) = tokio::net::TcpListener::accept(self).await?;
         // Answers are small and whole: send them at once.
         let _ = stream.set_nodelay(true);
-        Ok((stream, peer))
+        Ok((DirectStream::new(stream)?, peer))
     }
 
     fn hop_control(&self, stream: &Self::Stream, peer: SocketAddr) -> Option<HopControl> {
-        HopControl::of(stream, peer)
+        HopControl::of(stream.socket(), peer)
     }
 }
 
