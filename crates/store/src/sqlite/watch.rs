@@ -1,9 +1,17 @@
 //! Following a SQLite store's change log. SQLite has no notifications
-//! across processes, so a thread polls the log (an indexed read of the
+//! across processes, so a task polls the log (an indexed read of the
 //! rows past the last one seen) a few times a second. Each poll opens the
 //! file afresh: an open connection keeps working on a file that was deleted
 //! or replaced, and a fresh one notices, so a failed poll is also what
 //! makes readiness report an unreachable store.
+//!
+//! The polls run on the async runtime, not on a thread of their own: a
+//! poll blocks its runtime thread for a file open and two indexed reads
+//! (about 0.1 ms, four times a second), while a thread alive for
+//! the whole life of a one-CPU `meta169 serve` made every socket call of
+//! the process take and drop a reference on its file (the kernel skips
+//! that only while one thread uses the file table): ~60 ns of a 5 µs
+//! cached answer.
 
 use crate::changes::{Announcer, Change};
 use crate::sqlite::CHANGE_LOG_KEEP;
@@ -24,18 +32,19 @@ pub(crate) enum Source {
     Memory(Arc<Mutex<Connection>>),
 }
 
+/// Start following the log; needs a tokio runtime, as every subscriber of
+/// a change feed has one.
 pub(crate) fn spawn(source: Source, announcer: Announcer) {
-    let spawned = std::thread::Builder::new()
-        .name("meta169-store-watch".into())
-        .spawn(move || run(source, announcer));
-    if let Err(e) = spawned {
-        tracing::error!("cannot start the store's change watcher: {e}");
-    }
+    tokio::spawn(run(source, announcer));
 }
 
-fn run(source: Source, announcer: Announcer) {
+async fn run(source: Source, announcer: Announcer) {
     let mut last: Option<i64> = None;
+    // The first tick is at once: the first poll finds where the log is.
+    let mut ticks = tokio::time::interval(POLL_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while announcer.wanted() {
+        ticks.tick().await;
         let started = Instant::now();
         let polled = match &source {
             Source::File(path) => {
@@ -58,7 +67,6 @@ fn run(source: Source, announcer: Announcer) {
             }
             Err(why) => announcer.freshness.fail(why),
         }
-        std::thread::sleep(POLL_INTERVAL);
     }
 }
 
