@@ -9,7 +9,8 @@
 //! 19,000 (callgrind). Here one timer lives as long as the connection and is
 //! moved lazily: finishing a request only records when the wait started
 //! (an atomic store), and the timer is re-armed only when it fires early,
-//! at most once per timeout.
+//! at most once per timeout. Once it holds the connection task's waker it
+//! is not polled again until it fires.
 //!
 //! The wait's start is read off the coarse monotonic clock: a fine clock
 //! read cost ~16 ns on every request (a virtual machine's vDSO), the
@@ -116,9 +117,9 @@ pub(crate) struct HeadTimeout<I> {
     timeout: Duration,
     /// Armed at or before the deadline; re-armed when it fires early.
     timer: Pin<Box<Sleep>>,
-    /// Requests begun when the timer was last found pending (and so
-    /// registered with this task); `u64::MAX` before that.
-    registered_at: u64,
+    /// The timer was found pending, so it holds this task's waker, and
+    /// keeps it until it fires (a connection is polled by one task).
+    registered: bool,
 }
 
 impl<I> HeadTimeout<I> {
@@ -129,7 +130,7 @@ impl<I> HeadTimeout<I> {
             clock,
             timeout,
             timer,
-            registered_at: u64::MAX,
+            registered: false,
         }
     }
 
@@ -137,14 +138,7 @@ impl<I> HeadTimeout<I> {
     /// has started): keep the timer registered with this task. hyper may
     /// not read again before going idle, and then only the timer wakes the
     /// task to find the client out of time.
-    ///
-    /// Not again when the read side registered it since the last request
-    /// began: it stays registered until it fires, and a timer that fires
-    /// wakes the task, whose read finds it.
     fn watch(&mut self, cx: &mut Context<'_>) {
-        if self.registered_at == self.clock.requests() {
-            return;
-        }
         if self.out_of_time(cx) {
             cx.waker().wake_by_ref();
         }
@@ -156,11 +150,18 @@ impl<I> HeadTimeout<I> {
         if self.clock.busy() {
             return false;
         }
+        // Still holding this task's waker: when it fires it wakes the
+        // task, whose next read comes here and finds it elapsed. Polling
+        // it on every request only registered the same waker again.
+        if self.registered && !self.timer.is_elapsed() {
+            return false;
+        }
         loop {
             if self.timer.as_mut().poll(cx).is_pending() {
-                self.registered_at = self.clock.requests();
+                self.registered = true;
                 return false;
             }
+            self.registered = false;
             let left = self.clock.left(self.timeout);
             if left.is_zero() {
                 self.clock.timed_out.store(true, Ordering::Relaxed);
