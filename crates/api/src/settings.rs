@@ -60,7 +60,28 @@ pub fn default_trusted_proxies() -> Vec<IpNet> {
 impl IdentitySettings {
     pub fn is_trusted(&self, peer: IpAddr) -> bool {
         let peer = canonical_ip(peer);
-        self.trusted_proxies.iter().any(|net| net.contains(&peer))
+        self.trusted_proxies.iter().any(|net| within(net, peer))
+    }
+}
+
+/// Is `address` in `net`? Compared by the prefix's bits: ipnet's
+/// `contains` builds the network's first and last addresses for every
+/// test, ~20 ns of every signed request in the profile.
+fn within(net: &IpNet, address: IpAddr) -> bool {
+    match (net, address) {
+        (IpNet::V4(net), IpAddr::V4(address)) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(net.prefix_len()))
+                .unwrap_or(0);
+            (u32::from(net.addr()) ^ u32::from(address)) & mask == 0
+        }
+        (IpNet::V6(net), IpAddr::V6(address)) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(net.prefix_len()))
+                .unwrap_or(0);
+            (u128::from(net.addr()) ^ u128::from(address)) & mask == 0
+        }
+        _ => false,
     }
 }
 
@@ -174,5 +195,36 @@ mod tests {
         assert!(s.is_trusted("127.0.0.1".parse().unwrap()));
         assert!(s.is_trusted("::ffff:127.0.0.1".parse().unwrap()));
         assert!(!s.is_trusted("10.0.0.5".parse().unwrap()));
+        // The prefix's bits, as ipnet counts them.
+        for net in [
+            "0.0.0.0/0",
+            "10.0.0.0/8",
+            "10.1.2.3/32",
+            "10.1.2.0/23",
+            "::/0",
+            "fd00::/8",
+            "fd00::1/128",
+            "fd00:0:0:1::/63",
+        ] {
+            let net: IpNet = net.parse().unwrap();
+            for address in [
+                "10.0.0.5",
+                "10.1.2.3",
+                "10.1.3.255",
+                "10.1.4.0",
+                "11.0.0.0",
+                "fd00::1",
+                "fd00:0:0:1::9",
+                "fd00:0:0:2::",
+                "fe80::1",
+            ] {
+                let address: IpAddr = address.parse().unwrap();
+                assert_eq!(
+                    within(&net, address),
+                    net.contains(&address),
+                    "{address} in {net}"
+                );
+            }
+        }
     }
 }
