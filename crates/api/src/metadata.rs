@@ -119,7 +119,7 @@ impl MetadataService {
     ) -> Result<Option<Arc<LoadedInstance>>, ApiError> {
         let stale = match self.caches.instance(uuid, now) {
             Some(Cached::Fresh(hit)) => {
-                self.metrics.cache_hits.inc();
+                self.metrics.cache_hit();
                 return Ok(Some(hit));
             }
             Some(Cached::Expired(stale)) if self.store_down() => {

@@ -2,22 +2,29 @@
 //! status, tree and identity mode, their latency, the cache's hits,
 //! misses and size, store errors, and readiness.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+mod per_thread;
+
+use per_thread::PerThread;
+use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder, MetricEncoder, NoLabelSet,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::exponential_buckets;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use std::fmt::Write;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Latency buckets: 25 us doubling to about 0.8 s (a cached answer takes
-/// tens of microseconds; dynamic vendor data may take a second).
-const LATENCY_BUCKET_START: f64 = 25e-6;
+/// tens of microseconds; dynamic vendor data may take a second). Doubling,
+/// so a latency's bucket is found from its bits.
+const LATENCY_BUCKET_START_NS: u64 = 25_000;
 const LATENCY_BUCKET_FACTOR: f64 = 2.0;
-const LATENCY_BUCKETS: u16 = 16;
+const LATENCY_BUCKETS: usize = 16;
 
 /// Which tree a path is in.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -86,19 +93,53 @@ struct RequestLabels {
     identity: IdentityLabel,
 }
 
-/// Trees and identity modes, for the 200 fast path's table.
-const TREES: usize = 4;
-const IDENTITIES: usize = 4;
+/// Trees and identity modes, for the 200 answers' slots.
+const TREES: [TreeLabel; 4] = [
+    TreeLabel::Root,
+    TreeLabel::Ec2,
+    TreeLabel::Openstack,
+    TreeLabel::Other,
+];
+const IDENTITIES: [IdentityLabel; 4] = [
+    IdentityLabel::Signed,
+    IdentityLabel::ByAddress,
+    IdentityLabel::BySource,
+    IdentityLabel::None,
+];
+
+/// The per-thread slots ([`per_thread`]): 200 answers by tree and
+/// identity, cache hits, latency buckets (the last one +Inf) and the
+/// latencies' sum in nanoseconds.
+const OK_SLOTS: usize = TREES.len() * IDENTITIES.len();
+const CACHE_HITS_SLOT: usize = OK_SLOTS;
+const LATENCY_SLOTS: usize = CACHE_HITS_SLOT + 1;
+const LATENCY_SUM_SLOT: usize = LATENCY_SLOTS + LATENCY_BUCKETS + 1;
+const SLOTS: usize = LATENCY_SUM_SLOT + 1;
+
+fn ok_slot(tree: TreeLabel, identity: IdentityLabel) -> usize {
+    tree as usize * IDENTITIES.len() + identity as usize
+}
+
+/// The bucket of a latency: the first whose bound (25 us doubled `i`
+/// times) it does not exceed, or +Inf.
+fn latency_bucket(took: Duration) -> usize {
+    let quanta = took
+        .as_nanos()
+        .div_ceil(u128::from(LATENCY_BUCKET_START_NS));
+    if quanta <= 1 {
+        return 0;
+    }
+    // ceil(log2(quanta))
+    let doublings = (u128::BITS - (quanta - 1).leading_zeros()) as usize;
+    doublings.min(LATENCY_BUCKETS)
+}
 
 /// The serve daemon's metrics and the registry they are exported from.
 pub struct ServeMetrics {
+    /// Answers other than 200 (the 200s are in `counts`).
     requests: Family<RequestLabels, Counter>,
-    /// The series of 200 answers by tree and identity, taken from
-    /// `requests` on first use: the family's lookup (a lock and a hash of
-    /// the labels) is then skipped on the common path.
-    ok: [[OnceLock<Counter>; IDENTITIES]; TREES],
-    duration: Histogram,
-    pub cache_hits: Counter,
+    /// What every request updates, per thread.
+    counts: Arc<PerThread>,
     pub cache_misses: Counter,
     pub cache_instances: Gauge,
     pub cache_bytes: Gauge,
@@ -127,13 +168,8 @@ impl ServeMetrics {
     pub fn new() -> ServeMetrics {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
-        let duration = Histogram::new(exponential_buckets(
-            LATENCY_BUCKET_START,
-            LATENCY_BUCKET_FACTOR,
-            LATENCY_BUCKETS,
-        ));
-        let (cache_hits, cache_misses, store_errors) =
-            (Counter::default(), Counter::default(), Counter::default());
+        let counts = Arc::new(PerThread::new(SLOTS));
+        let (cache_misses, store_errors) = (Counter::default(), Counter::default());
         let (cache_instances, cache_bytes, ready) =
             (Gauge::default(), Gauge::default(), Gauge::default());
         let (cache_evictions, stale_answers) = (Counter::default(), Counter::default());
@@ -152,17 +188,20 @@ impl ServeMetrics {
         registry.register(
             "meta169_serve_requests",
             "Guest requests answered, by status, tree and identity mode",
-            requests.clone(),
+            Requests {
+                others: requests.clone(),
+                counts: counts.clone(),
+            },
         );
         registry.register(
             "meta169_serve_request_duration_seconds",
             "Time to answer a guest request",
-            duration.clone(),
+            Latency(counts.clone()),
         );
         registry.register(
             "meta169_serve_cache_hits",
             "Instance loads answered from the cache",
-            cache_hits.clone(),
+            CacheHits(counts.clone()),
         );
         registry.register(
             "meta169_serve_cache_misses",
@@ -206,9 +245,7 @@ impl ServeMetrics {
         );
         ServeMetrics {
             requests,
-            ok: Default::default(),
-            duration,
-            cache_hits,
+            counts,
             cache_misses,
             cache_instances,
             cache_bytes,
@@ -242,21 +279,112 @@ impl ServeMetrics {
         self.cache_bytes.set(caches.bytes() as i64);
     }
 
+    /// Count one instance load answered from the cache.
+    pub fn cache_hit(&self) {
+        self.counts.add(CACHE_HITS_SLOT, 1);
+    }
+
     /// Count one answered request.
     pub fn request(&self, status: u16, tree: TreeLabel, identity: IdentityLabel, took: Duration) {
-        let labels = || RequestLabels {
+        let latency = (LATENCY_SLOTS + latency_bucket(took), 1);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let sum = (LATENCY_SUM_SLOT, nanos);
+        if status == 200 {
+            self.counts
+                .add_all(&[(ok_slot(tree, identity), 1), latency, sum]);
+            return;
+        }
+        self.counts.add_all(&[latency, sum]);
+        let labels = RequestLabels {
             status,
             tree,
             identity,
         };
-        if status == 200 {
-            self.ok[tree as usize][identity as usize]
-                .get_or_init(|| self.requests.get_or_create(&labels()).clone())
-                .inc();
-        } else {
-            self.requests.get_or_create(&labels()).inc();
+        self.requests.get_or_create(&labels).inc();
+    }
+}
+
+/// `meta169_serve_requests`: the 200s from the per-thread slots, the rest
+/// from their family.
+#[derive(Debug)]
+struct Requests {
+    others: Family<RequestLabels, Counter>,
+    counts: Arc<PerThread>,
+}
+
+impl EncodeMetric for Requests {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for tree in TREES {
+            for identity in IDENTITIES {
+                let answered = self.counts.sum(ok_slot(tree, identity));
+                if answered == 0 {
+                    continue;
+                }
+                let labels = RequestLabels {
+                    status: 200,
+                    tree,
+                    identity,
+                };
+                encoder
+                    .encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, _, u64>(&answered, None)?;
+            }
         }
-        self.duration.observe(took.as_secs_f64());
+        self.others.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
+    }
+
+    fn is_empty(&self) -> bool {
+        self.others.is_empty()
+            && TREES.iter().all(|tree| {
+                IDENTITIES
+                    .iter()
+                    .all(|identity| self.counts.sum(ok_slot(*tree, *identity)) == 0)
+            })
+    }
+}
+
+/// `meta169_serve_request_duration_seconds`, from the per-thread slots.
+#[derive(Debug)]
+struct Latency(Arc<PerThread>);
+
+impl EncodeMetric for Latency {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let bounds = exponential_buckets(
+            LATENCY_BUCKET_START_NS as f64 / 1e9,
+            LATENCY_BUCKET_FACTOR,
+            LATENCY_BUCKETS as u16,
+        )
+        // prometheus-client's +Inf.
+        .chain(std::iter::once(f64::INFINITY));
+        let buckets: Vec<(f64, u64)> = bounds
+            .enumerate()
+            .map(|(i, bound)| (bound, self.0.sum(LATENCY_SLOTS + i)))
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let seconds = self.0.sum(LATENCY_SUM_SLOT) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(seconds, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// `meta169_serve_cache_hits`, from the per-thread slots.
+#[derive(Debug)]
+struct CacheHits(Arc<PerThread>);
+
+impl EncodeMetric for CacheHits {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_counter::<NoLabelSet, _, u64>(&self.0.sum(CACHE_HITS_SLOT), None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
     }
 }
 
@@ -277,6 +405,53 @@ mod tests {
             TreeLabel::Ec2
         );
         assert_eq!(TreeLabel::of("/etc/passwd"), TreeLabel::Other);
+    }
+
+    #[test]
+    fn latencies_fall_in_the_buckets_prometheus_client_would_pick() {
+        let bounds: Vec<f64> = exponential_buckets(
+            LATENCY_BUCKET_START_NS as f64 / 1e9,
+            LATENCY_BUCKET_FACTOR,
+            LATENCY_BUCKETS as u16,
+        )
+        .collect();
+        let mut latencies = vec![0, 1, 24_999, 25_000, 25_001, 50_000, 50_001, u64::MAX];
+        for bound in &bounds {
+            let ns = (bound * 1e9).round() as u64;
+            latencies.extend([ns - 1, ns, ns + 1]);
+        }
+        for ns in latencies {
+            let took = Duration::from_nanos(ns);
+            let expected = bounds
+                .iter()
+                .position(|bound| *bound >= took.as_secs_f64())
+                .unwrap_or(LATENCY_BUCKETS);
+            assert_eq!(latency_bucket(took), expected, "{ns} ns");
+        }
+    }
+
+    #[test]
+    fn counts_are_exported_as_counters_and_a_histogram() {
+        let metrics = ServeMetrics::new();
+        let ms = Duration::from_millis(1);
+        metrics.request(200, TreeLabel::Ec2, IdentityLabel::Signed, ms);
+        metrics.request(200, TreeLabel::Ec2, IdentityLabel::Signed, ms);
+        metrics.request(404, TreeLabel::Openstack, IdentityLabel::Signed, ms * 2);
+        metrics.cache_hit();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &metrics.registry).unwrap();
+        for line in [
+            r#"meta169_serve_requests_total{status="200",tree="ec2",identity="signed"} 2"#,
+            r#"meta169_serve_requests_total{status="404",tree="openstack",identity="signed"} 1"#,
+            "meta169_serve_cache_hits_total 1",
+            "meta169_serve_request_duration_seconds_sum 0.004",
+            "meta169_serve_request_duration_seconds_count 3",
+            r#"meta169_serve_request_duration_seconds_bucket{le="0.0008"} 0"#,
+            r#"meta169_serve_request_duration_seconds_bucket{le="0.0016"} 2"#,
+            r#"meta169_serve_request_duration_seconds_bucket{le="+Inf"} 3"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
     }
 
     #[test]

@@ -227,7 +227,7 @@ fn serve_cached(
         Ok(Reply::VendorData2(_) | Reply::Password) => Ok(None),
         // Counted as the async way's `load` counts a hit.
         reply => {
-            service.metrics.cache_hits.inc();
+            service.metrics.cache_hit();
             reply.map(|reply| match reply {
                 Reply::Now(answer) => Some(answer),
                 Reply::VendorData2(_) | Reply::Password => None,
