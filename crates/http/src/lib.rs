@@ -2,7 +2,8 @@
 //! names ([`headers`]), guest addresses ([`address`]), MACs and EUI-64
 //! ([`mac`]) and the proxy signature ([`signing`]); with the default
 //! `server` feature also the bounded HTTP/1 listener for TCP and UNIX
-//! sockets ([`listener`]) and its sockets ([`bind`], [`hop_limit`]), bounded body reads ([`body`]) and CA bundles
+//! sockets ([`listener`]) and its sockets ([`bind`], [`hop_limit`],
+//! [`direct_socket`]), bounded body reads ([`body`]) and CA bundles
 //! ([`ca`]), and the operations listener ([`ops`]: metrics, health,
 //! readiness). The pure crates (the tree, the store) use the first part only.
 
