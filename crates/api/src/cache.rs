@@ -14,7 +14,7 @@ use meta169_http::signing::{same_signature, Signature, SignatureMemo};
 use meta169_tree::{Instance, RenderOptions, Tree};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -66,6 +66,8 @@ pub struct LoadedInstance {
     /// first: checked here, a signed request finds its instance and its
     /// signature in one cache lookup.
     signature: OnceLock<Signature>,
+    /// Set while one request reloads this entry once it has expired.
+    refreshing: Arc<AtomicBool>,
 }
 
 impl LoadedInstance {
@@ -92,7 +94,14 @@ impl LoadedInstance {
             loaded_at: Instant::now(),
             vendor_data2: tokio::sync::OnceCell::new(),
             signature: OnceLock::new(),
+            refreshing: Arc::default(),
         }
+    }
+
+    /// The right to reload this (expired) entry, unless another request
+    /// holds it.
+    pub fn claim_refresh(&self) -> Option<RefreshClaim> {
+        RefreshClaim::take(&self.refreshing)
     }
 
     /// Whether `signature` is this instance's proxy signature under the
@@ -115,6 +124,32 @@ pub enum Cached {
     Fresh(Arc<LoadedInstance>),
     /// Older than the TTL: ask the store, and serve this if it cannot answer.
     Expired(Arc<LoadedInstance>),
+}
+
+/// One request's right to reload an expired entry from the store. The
+/// others that find the entry expired meanwhile serve it as it is rather
+/// than each asking the store: when an entry under load expired, every
+/// request in flight used to load and render it again, each on a thread
+/// of the blocking pool (32 under `wrk -c32`). Those threads then stayed
+/// for the pool's keep-alive, and while a process has more than one
+/// thread the kernel takes and drops a reference on the socket's file in
+/// every send and receive. Ends when dropped, also when the request
+/// holding it is cancelled, so a failed or abandoned reload leaves the
+/// entry to the next request.
+pub struct RefreshClaim(Arc<AtomicBool>);
+
+impl RefreshClaim {
+    fn take(flag: &Arc<AtomicBool>) -> Option<RefreshClaim> {
+        flag.compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()
+            .map(|_| RefreshClaim(flag.clone()))
+    }
+}
+
+impl Drop for RefreshClaim {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// What an address lookup is keyed by: a network (or any network, for
@@ -163,6 +198,8 @@ struct Slot {
 struct Timed {
     uuid: Arc<str>,
     at: Instant,
+    /// Set while one request looks the address up again once expired.
+    refreshing: Arc<AtomicBool>,
 }
 
 /// Both caches of the metadata side.
@@ -305,6 +342,13 @@ impl Caches {
         })
     }
 
+    /// The right to look an expired address up again, unless another
+    /// request holds it (see [`RefreshClaim`]).
+    pub fn claim_address_refresh(&self, key: &AddressKey) -> Option<RefreshClaim> {
+        let map = self.addresses.read().unwrap_or_else(|e| e.into_inner());
+        RefreshClaim::take(&map.get(key)?.refreshing)
+    }
+
     pub fn put_address(&self, key: AddressKey, uuid: Arc<str>, generation: u64) {
         if self.limits.ttl.is_zero() {
             return;
@@ -329,6 +373,7 @@ impl Caches {
             Timed {
                 uuid,
                 at: Instant::now(),
+                refreshing: Arc::default(),
             },
         );
     }

@@ -117,7 +117,7 @@ impl MetadataService {
         uuid: &str,
         now: Instant,
     ) -> Result<Option<Arc<LoadedInstance>>, ApiError> {
-        let stale = match self.caches.instance(uuid, now) {
+        let (stale, _claim) = match self.caches.instance(uuid, now) {
             Some(Cached::Fresh(hit)) => {
                 self.metrics.cache_hit();
                 return Ok(Some(hit));
@@ -126,8 +126,15 @@ impl MetadataService {
                 self.metrics.stale_answers.inc();
                 return Ok(Some(stale));
             }
-            Some(Cached::Expired(stale)) => Some(stale),
-            None => None,
+            Some(Cached::Expired(stale)) => match stale.claim_refresh() {
+                Some(claim) => (Some(stale), Some(claim)),
+                // Another request is reloading it; its TTL just ran out.
+                None => {
+                    self.metrics.cache_hit();
+                    return Ok(Some(stale));
+                }
+            },
+            None => (None, None),
         };
         self.metrics.cache_misses.inc();
         let generation = self.caches.generation();
@@ -164,11 +171,15 @@ impl MetadataService {
         key: AddressKey,
         now: Instant,
     ) -> Result<Option<Arc<str>>, ApiError> {
-        let stale = match self.caches.address(&key, now) {
+        let (stale, _claim) = match self.caches.address(&key, now) {
             Some((uuid, false)) => return Ok(Some(uuid)),
             Some((uuid, true)) if self.store_down() => return Ok(Some(uuid)),
-            Some((uuid, true)) => Some(uuid),
-            None => None,
+            Some((uuid, true)) => match self.caches.claim_address_refresh(&key) {
+                Some(claim) => (Some(uuid), Some(claim)),
+                // Another request is looking it up again.
+                None => return Ok(Some(uuid)),
+            },
+            None => (None, None),
         };
         let generation = self.caches.generation();
         let found = match &key {

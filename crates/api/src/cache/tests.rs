@@ -122,3 +122,38 @@ fn an_instance_checks_its_own_signature() {
     }
     assert!(memo.matches(&instance.uuid, right.as_bytes()));
 }
+
+#[test]
+fn one_request_at_a_time_may_reload_an_expired_entry() {
+    let caches = Caches::new(limits(10));
+    caches.put_instance(loaded("a"), caches.generation());
+    let later = Instant::now() + Duration::from_secs(61);
+    let Some(Cached::Expired(stale)) = caches.instance("a", later) else {
+        panic!("the entry should have expired");
+    };
+    let claim = stale.claim_refresh().expect("the first request reloads");
+    let Some(Cached::Expired(again)) = caches.instance("a", later) else {
+        panic!("the entry should still be there, expired");
+    };
+    assert!(again.claim_refresh().is_none(), "a second reload at once");
+    // A reload that fails or is abandoned leaves it to the next request.
+    drop(claim);
+    assert!(again.claim_refresh().is_some());
+}
+
+#[test]
+fn one_request_at_a_time_may_look_up_an_expired_address() {
+    let caches = Caches::new(limits(10));
+    let key = AddressKey::AnyNetworkIp("10.0.0.5".parse().unwrap());
+    assert!(
+        caches.claim_address_refresh(&key).is_none(),
+        "nothing cached"
+    );
+    caches.put_address(key.clone(), "a".into(), caches.generation());
+    let claim = caches
+        .claim_address_refresh(&key)
+        .expect("the first request");
+    assert!(caches.claim_address_refresh(&key).is_none());
+    drop(claim);
+    assert!(caches.claim_address_refresh(&key).is_some());
+}
