@@ -36,6 +36,15 @@ pub struct ServeArgs {
     demo: bool,
 }
 
+/// How long an idle thread of the blocking pool (store reads and writes)
+/// stays when serving on one thread. While a process has a second
+/// thread, the kernel takes and drops a reference on a socket's file in
+/// every send and receive, which it skips for a process of one; with
+/// tokio's default of 10 s, each store read left a cached answer that
+/// much dearer for 10 s after it. A thread made anew costs tens of
+/// microseconds, once per burst of store reads more than this apart.
+const BLOCKING_THREAD_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The runtime serve runs on. Given one CPU (an affinity mask or a
 /// cgroup quota of one), a current-thread runtime: there is no other
 /// worker to hand work to, and the multi-thread scheduler's bookkeeping
@@ -47,6 +56,7 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         tracing::info!("one CPU available: serving on a single thread");
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .thread_keep_alive(BLOCKING_THREAD_KEEP_ALIVE)
             .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()

@@ -43,7 +43,9 @@ async fn demo_serves_the_example_and_prints_how_to_try_it() {
 }
 
 /// serve given one CPU runs on one thread: everything still works there,
-/// the password POST (a blocking store write) included.
+/// the password POST (a blocking store write) included, and the thread
+/// that write ran on goes soon after (a second thread makes every socket
+/// call of the process dearer).
 #[test]
 fn serve_on_one_cpu_answers_everything_on_one_thread() {
     let dir = temp_dir();
@@ -59,7 +61,7 @@ fn serve_on_one_cpu_answers_everything_on_one_thread() {
         "--ops-listen",
         &format!("127.0.0.1:{}", free_port()),
     ]);
-    let _server = meta169_testkit::Process::start("one-cpu", command, dir.path());
+    let server = meta169_testkit::Process::start("one-cpu", command, dir.path());
     let log = dir.path().join("one-cpu.log");
     assert!(
         meta169_testkit::wait_until(std::time::Duration::from_secs(20), || {
@@ -87,6 +89,14 @@ fn serve_on_one_cpu_answers_everything_on_one_thread() {
     assert_eq!(status, 200);
     let (status, password) = common::http("GET", &url("/openstack/latest/password"), &[], b"");
     assert_eq!((status, password.as_str()), (200, "on-one-cpu"));
+    let tasks = format!("/proc/{}/task", server.pid().expect("serve is running"));
+    let threads = || std::fs::read_dir(&tasks).map_or(0, |d| d.count());
+    // tokio's own keep-alive would keep the store's thread for 10 s.
+    assert!(
+        meta169_testkit::wait_until(std::time::Duration::from_secs(5), || threads() == 1),
+        "serve still runs {} threads",
+        threads()
+    );
 }
 
 #[test]
