@@ -4,10 +4,10 @@
 //! An entry goes when the store announces a change to it (any process,
 //! any replica: see `meta169_store::ChangeFeed`), when it is older than
 //! the TTL (Nova's `metadata_cache_expiration`; an expired entry is still
-//! served while the store cannot be reached), or when the cache is over
-//! its bounds, least recently used first. A load that raced with a change
-//! is served but not kept, so an announcement is never undone by a read
-//! that started before it.
+//! served while the store cannot be reached, and while another request
+//! reloads it), or when the cache is over its bounds, least recently used
+//! first. A load that raced with a change is served but not kept, so an
+//! announcement is never undone by a read that started before it.
 
 use bytes::Bytes;
 use meta169_http::signing::{same_signature, Signature, SignatureMemo};
