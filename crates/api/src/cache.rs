@@ -349,6 +349,13 @@ impl Caches {
         RefreshClaim::take(&map.get(key)?.refreshing)
     }
 
+    /// An address that no longer belongs to any instance.
+    pub fn forget_address(&self, key: &AddressKey) {
+        let mut map = self.addresses.write().unwrap_or_else(|e| e.into_inner());
+        self.bump();
+        map.remove(key);
+    }
+
     pub fn put_address(&self, key: AddressKey, uuid: Arc<str>, generation: u64) {
         if self.limits.ttl.is_zero() {
             return;

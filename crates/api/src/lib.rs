@@ -20,6 +20,7 @@ pub mod request;
 mod session_token;
 pub mod settings;
 pub mod token;
+mod under_way;
 pub mod vendordata;
 
 use std::sync::Arc;

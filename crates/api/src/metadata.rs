@@ -10,6 +10,7 @@ use crate::identity::{Caller, Identity};
 use crate::metrics::ServeMetrics;
 use crate::neighbours::{NeighbourError, Neighbours};
 use crate::settings::{ApiSettings, ServerLimits};
+use crate::under_way::UnderWay;
 use crate::vendordata::VendorData;
 use meta169_http::mac::{format_mac, mac_from_eui64};
 use meta169_http::signing::SignatureMemo;
@@ -18,6 +19,10 @@ use meta169_tree::RenderOptions;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// What a store read of an instance gives those who waited for it (the
+/// error is logged by the one that read).
+type SharedRead = Result<Option<Arc<LoadedInstance>>, ()>;
 
 /// Shared state of the metadata side.
 pub struct MetadataService {
@@ -28,6 +33,8 @@ pub struct MetadataService {
     pub vendor: VendorData,
     pub metrics: Arc<ServeMetrics>,
     render: Arc<RenderOptions>,
+    /// Store reads of instances missing from the cache, by instance id.
+    under_way: UnderWay<(u64, Box<str>), SharedRead>,
     /// Expected proxy signatures, computed once per instance id.
     pub(crate) signatures: SignatureMemo,
     /// Until when the store's change feed is known complete.
@@ -72,6 +79,7 @@ impl MetadataService {
         Ok(MetadataService {
             vendor: VendorData::new(&settings)?,
             render: Arc::new(settings.render.clone()),
+            under_way: UnderWay::default(),
             signatures: SignatureMemo::new(&settings.identity.shared_secret),
             neighbours,
             caches,
@@ -134,10 +142,36 @@ impl MetadataService {
                     return Ok(Some(stale));
                 }
             },
-            None => (None, None),
+            None => {
+                // Joined only by requests that arrived before any change
+                // since: one that arrives after a change reads anew.
+                let generation = self.caches.generation();
+                let read = || async {
+                    self.read_instance(uuid, None, generation)
+                        .await
+                        .map_err(|_| ())
+                };
+                return self
+                    .under_way
+                    .join((generation, uuid.into()), read)
+                    .await
+                    .map_err(|()| ApiError::Internal);
+            }
         };
+        self.read_instance(uuid, stale, self.caches.generation())
+            .await
+    }
+
+    /// Read an instance from the store into the cache (unless something
+    /// changed since `generation`); `stale` is its expired entry, served
+    /// if the store cannot be reached.
+    async fn read_instance(
+        &self,
+        uuid: &str,
+        stale: Option<Arc<LoadedInstance>>,
+        generation: u64,
+    ) -> Result<Option<Arc<LoadedInstance>>, ApiError> {
         self.metrics.cache_misses.inc();
-        let generation = self.caches.generation();
         let stored = match self.store.get_instance(uuid).await {
             Ok(stored) => stored,
             Err(e) => {
@@ -152,6 +186,11 @@ impl MetadataService {
             }
         };
         let Some(stored) = stored else {
+            // Gone from the store: its cached tree and addresses go too,
+            // or requests arriving meanwhile would still be served them.
+            if stale.is_some() {
+                self.caches.invalidate(uuid);
+            }
             return Ok(None);
         };
         let loaded = Arc::new(LoadedInstance::new(
@@ -204,7 +243,12 @@ impl MetadataService {
             }
         };
         match found.as_slice() {
-            [] => Ok(None),
+            [] => {
+                if stale.is_some() {
+                    self.caches.forget_address(&key);
+                }
+                Ok(None)
+            }
             [uuid] => {
                 let uuid: Arc<str> = uuid.as_str().into();
                 self.caches.put_address(key, uuid.clone(), generation);

@@ -157,3 +157,19 @@ fn one_request_at_a_time_may_look_up_an_expired_address() {
     drop(claim);
     assert!(caches.claim_address_refresh(&key).is_some());
 }
+
+#[test]
+fn an_address_found_nowhere_is_forgotten() {
+    let caches = Caches::new(limits(10));
+    let key = AddressKey::AnyNetworkIp("10.0.0.5".parse().unwrap());
+    let other = AddressKey::AnyNetworkIp("10.0.0.6".parse().unwrap());
+    caches.put_address(key.clone(), "a".into(), caches.generation());
+    caches.put_address(other.clone(), "b".into(), caches.generation());
+    let generation = caches.generation();
+    caches.forget_address(&key);
+    assert!(caches.address(&key, Instant::now()).is_none());
+    assert!(caches.address(&other, Instant::now()).is_some());
+    // A lookup that started before is not cached over it.
+    caches.put_address(key.clone(), "a".into(), generation);
+    assert!(caches.address(&key, Instant::now()).is_none());
+}
