@@ -18,6 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
+pub use crate::under_way::RefreshClaim;
+
 /// Default bound on cached instances.
 pub const DEFAULT_MAX_INSTANCES: usize = 100_000;
 
@@ -124,32 +126,6 @@ pub enum Cached {
     Fresh(Arc<LoadedInstance>),
     /// Older than the TTL: ask the store, and serve this if it cannot answer.
     Expired(Arc<LoadedInstance>),
-}
-
-/// One request's right to reload an expired entry from the store. The
-/// others that find the entry expired meanwhile serve it as it is rather
-/// than each asking the store: when an entry under load expired, every
-/// request in flight used to load and render it again, each on a thread
-/// of the blocking pool (32 under `wrk -c32`). Those threads then stayed
-/// for the pool's keep-alive, and while a process has more than one
-/// thread the kernel takes and drops a reference on the socket's file in
-/// every send and receive. Ends when dropped, also when the request
-/// holding it is cancelled, so a failed or abandoned reload leaves the
-/// entry to the next request.
-pub struct RefreshClaim(Arc<AtomicBool>);
-
-impl RefreshClaim {
-    fn take(flag: &Arc<AtomicBool>) -> Option<RefreshClaim> {
-        flag.compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
-            .ok()
-            .map(|_| RefreshClaim(flag.clone()))
-    }
-}
-
-impl Drop for RefreshClaim {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
 }
 
 /// What an address lookup is keyed by: a network (or any network, for

@@ -1,6 +1,7 @@
 //! Store reads under way, shared: a request that needs what another
 //! request is already reading from the store waits for that read instead
-//! of making its own. Without it, an instance missing from the cache
+//! of making its own, or, for an expired cache entry, is answered from
+//! it while one request holds the [`RefreshClaim`]. Without it, an instance missing from the cache
 //! under load (its entry invalidated by a change, or a first boot's
 //! burst of requests) sent every request in flight to the store, each on
 //! a thread of the blocking pool.
@@ -8,6 +9,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;
 
@@ -82,6 +84,32 @@ impl<K: Hash + Eq, T> Drop for Leave<'_, K, T> {
         {
             reads.remove(self.key);
         }
+    }
+}
+
+/// One request's right to reload an expired entry from the store. The
+/// others that find the entry expired meanwhile serve it as it is rather
+/// than each asking the store: when an entry under load expired, every
+/// request in flight used to load and render it again, each on a thread
+/// of the blocking pool (32 under `wrk -c32`). Those threads then stayed
+/// for the pool's keep-alive, and while a process has more than one
+/// thread the kernel takes and drops a reference on the socket's file in
+/// every send and receive. Ends when dropped, also when the request
+/// holding it is cancelled, so a failed or abandoned reload leaves the
+/// entry to the next request.
+pub struct RefreshClaim(Arc<AtomicBool>);
+
+impl RefreshClaim {
+    pub(crate) fn take(flag: &Arc<AtomicBool>) -> Option<RefreshClaim> {
+        flag.compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()
+            .map(|_| RefreshClaim(flag.clone()))
+    }
+}
+
+impl Drop for RefreshClaim {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
