@@ -1,10 +1,10 @@
 //! Store reads under way, shared: a request that needs what another
 //! request is already reading from the store waits for that read instead
 //! of making its own, or, for an expired cache entry, is answered from
-//! it while one request holds the [`RefreshClaim`]. Without it, an instance missing from the cache
-//! under load (its entry invalidated by a change, or a first boot's
-//! burst of requests) sent every request in flight to the store, each on
-//! a thread of the blocking pool.
+//! that entry while one request holds its [`RefreshClaim`]. Without this,
+//! an instance missing from the cache under load (its entry invalidated by
+//! a change, or a first boot's burst of requests) sent every request in
+//! flight to the store, each on a thread of the blocking pool.
 
 use std::collections::HashMap;
 use std::future::Future;
