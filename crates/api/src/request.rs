@@ -5,17 +5,15 @@
 
 use crate::answer::plain;
 use crate::cache::LoadedInstance;
-use crate::error::ApiError;
+use crate::error::{text_error, ApiError};
 use crate::identity::{identify_with, Caller, Identity};
 use crate::metadata::MetadataService;
 use crate::metrics::{IdentityLabel, TreeLabel};
-use axum::response::IntoResponse;
 use bytes::Bytes;
 use futures_util::future::Either;
 use http::header;
-use http_body_util::Either as HttpEither;
 use hyper::body::Incoming;
-use meta169_http::Answer;
+use meta169_http::{Answer, ResponseBody};
 use meta169_http::{Handled, PeerHandler};
 use meta169_tree::versions::{ec2_version_listing, openstack_version_listing};
 use meta169_tree::{Body, ContentType, MetadataPath};
@@ -114,7 +112,7 @@ pub fn handle(
         let mut outcome = Outcome::default();
         let result = match serve_cached(service, &parts, peer.ip(), started, &mut outcome) {
             Ok(None) => None,
-            Ok(Some(answer)) => Some(Ok(answer)),
+            Ok(Some(ready)) => Some(Ok(ready)),
             Err(error) => Some(Err(error)),
         };
         if let Some(result) = result {
@@ -129,38 +127,61 @@ pub fn handle(
         async move {
             let mut outcome = Outcome::default();
             let result = serve(&service, &parts, body, peer.ip(), started, &mut outcome).await;
-            finish(&service, &parts, result, started, &outcome)
+            finish(
+                &service,
+                &parts,
+                result.map(Ready::Response),
+                started,
+                &outcome,
+            )
         }
         .instrument(span),
     ))
+}
+
+/// An answer ready to go out.
+enum Ready {
+    /// A body of one content type, made into a response only by
+    /// [`finish`]: a response is ~170 bytes, copied by each function it
+    /// is returned through. Built late, a cached `meta_data.json` request
+    /// runs ~60 fewer instructions (callgrind), two of its memmoves gone.
+    Body(ContentType, Bytes),
+    /// A response with headers of its own.
+    Response(Answer),
 }
 
 /// The answer (an error turned into its response), counted and logged.
 fn finish(
     service: &MetadataService,
     request: &http::request::Parts,
-    result: Result<Answer, ApiError>,
+    result: Result<Ready, ApiError>,
     started: Instant,
     outcome: &Outcome,
 ) -> Answer {
-    let (response, why) = match result {
-        Ok(response) => {
+    // An error is made into its response here, a body after counting.
+    let (why, ready) = match result {
+        Ok(ready) => (None, ready),
+        Err(error) => {
+            let why = error.to_string();
+            let mut response = text_error(error.status(), &why).map(ResponseBody::Right);
+            response
+                .headers_mut()
+                .insert(header::SERVER, meta169_http::headers::SERVER);
+            (Some(why), Ready::Response(response))
+        }
+    };
+    let status = match &ready {
+        Ready::Body(..) => http::StatusCode::OK,
+        Ready::Response(response) => {
             debug_assert!(
                 response.headers().contains_key(header::SERVER),
                 "answers are built by `plain`, which names the server"
             );
-            (response, None)
+            response.status()
         }
-        Err(error) => {
-            let why = error.to_string();
-            let mut response = error.into_response().map(HttpEither::Right);
-            response
-                .headers_mut()
-                .insert(header::SERVER, meta169_http::headers::SERVER);
-            (response, Some(why))
-        }
-    };
-    let (status, took) = (response.status().as_u16(), started.elapsed());
+    }
+    .as_u16();
+    let took = started.elapsed();
     let path = request.uri.path();
     service
         .metrics
@@ -170,7 +191,10 @@ fn finish(
         .settings
         .access_log
         .record(path, status, instance, took, why.as_deref());
-    response
+    match ready {
+        Ready::Body(content_type, body) => plain(content_type, body),
+        Ready::Response(response) => response,
+    }
 }
 
 /// What a request turned out to be, for its metrics and access log line.
@@ -203,11 +227,14 @@ fn serve_cached(
     peer: IpAddr,
     started: Instant,
     outcome: &mut Outcome,
-) -> Result<Option<Answer>, ApiError> {
+) -> Result<Option<Ready>, ApiError> {
     let decoded = decode_path(request.uri.path())?;
     let path = parse_path(&decoded)?;
     if path == MetadataPath::Root {
-        return Ok(Some(plain(ContentType::Text, ec2_version_listing())));
+        return Ok(Some(Ready::Body(
+            ContentType::Text,
+            ec2_version_listing().into(),
+        )));
     }
     // A signed caller's instance, found while checking its signature.
     let mut signed = None;
@@ -229,7 +256,7 @@ fn serve_cached(
         reply => {
             service.metrics.cache_hit();
             reply.map(|reply| match reply {
-                Reply::Now(answer) => Some(answer),
+                Reply::Now(ready) => Some(ready),
                 Reply::VendorData2(_) | Reply::Password => None,
             })
         }
@@ -257,7 +284,8 @@ async fn serve(
     let reply = reply_for(service, &loaded, &path, request, &caller, outcome);
     outcome.instance = Some(loaded.clone());
     match reply? {
-        Reply::Now(answer) => Ok(answer),
+        Reply::Now(Ready::Body(content_type, body)) => Ok(plain(content_type, body)),
+        Reply::Now(Ready::Response(answer)) => Ok(answer),
         Reply::VendorData2(content_type) => {
             let doc = loaded
                 .vendor_data2
@@ -298,7 +326,7 @@ fn caller_of<'a>(
 /// What a path of a loaded instance needs.
 enum Reply {
     /// Answered from memory.
-    Now(Answer),
+    Now(Ready),
     /// `vendor_data2.json`, not built yet: the vendordata call.
     VendorData2(ContentType),
     /// `password`: read or written through the store.
@@ -321,17 +349,21 @@ fn reply_for(
     }
     if path.is_token_request() {
         let direct = matches!(outcome.identity, IdentityLabel::BySource);
-        return crate::session_token::answer(service, loaded, request, direct).map(Reply::Now);
+        return crate::session_token::answer(service, loaded, request, direct)
+            .map(|answer| Reply::Now(Ready::Response(answer)));
     }
     crate::session_token::check(service, loaded, caller.session_token)?;
     let segments = match path {
         MetadataPath::Ec2Versions => {
-            return Ok(Reply::Now(plain(ContentType::Text, ec2_version_listing())))
+            return Ok(Reply::Now(Ready::Body(
+                ContentType::Text,
+                ec2_version_listing().into(),
+            )))
         }
         MetadataPath::OpenStackVersions => {
-            return Ok(Reply::Now(plain(
+            return Ok(Reply::Now(Ready::Body(
                 ContentType::Text,
-                openstack_version_listing(&today_utc()),
+                openstack_version_listing(&today_utc()).into(),
             )))
         }
         MetadataPath::Item(segments) => segments,
@@ -340,10 +372,10 @@ fn reply_for(
     // A signed request's X-Forwarded-For is read only if the path needs it.
     let guest = || caller.requester(&request.headers);
     if let Some(answer) = crate::instance_identity::answer(loaded, segments, guest) {
-        return answer.map(Reply::Now);
+        return answer.map(|answer| Reply::Now(Ready::Response(answer)));
     }
     if let Some(answer) = crate::nocloud::answer(service, loaded, segments) {
-        return answer.map(Reply::Now);
+        return answer.map(|answer| Reply::Now(Ready::Response(answer)));
     }
     let entry = loaded
         .tree
@@ -359,7 +391,7 @@ fn reply_for(
         },
         Body::Password => return Ok(Reply::Password),
     };
-    Ok(Reply::Now(plain(entry.content_type, body)))
+    Ok(Reply::Now(Ready::Body(entry.content_type, body)))
 }
 
 #[cfg(test)]
