@@ -9,16 +9,16 @@
 //! first. A load that raced with a change is served but not kept, so an
 //! announcement is never undone by a read that started before it.
 
-use bytes::Bytes;
-use meta169_http::signing::{same_signature, Signature, SignatureMemo};
-use meta169_tree::{Instance, RenderOptions, Tree};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+mod loaded_instance;
+
 pub use crate::under_way::RefreshClaim;
+pub use loaded_instance::LoadedInstance;
 
 /// Default bound on cached instances.
 pub const DEFAULT_MAX_INSTANCES: usize = 100_000;
@@ -34,11 +34,6 @@ const ADDRESSES_PER_INSTANCE: usize = 4;
 /// scan it takes is paid once per many inserts.
 const EVICTION_BATCH_DIVISOR: usize = 16;
 
-/// What a loaded instance is estimated to cost besides its user data and
-/// record: the record parsed, one EC2 and one OpenStack version rendered,
-/// and the cache's own bookkeeping (measured by `meta169 bench`).
-const INSTANCE_OVERHEAD_BYTES: usize = 4096;
-
 /// The cache's bounds.
 #[derive(Clone, Copy, Debug)]
 pub struct CacheLimits {
@@ -48,77 +43,6 @@ pub struct CacheLimits {
     pub max_instances: usize,
     /// Estimated bytes (see [`LoadedInstance::weight`]).
     pub max_bytes: usize,
-}
-
-/// One instance with its tree (which keeps the record, compact).
-#[derive(Debug)]
-pub struct LoadedInstance {
-    pub uuid: Box<str>,
-    pub project_id: Box<str>,
-    pub tree: Tree,
-    pub password: String,
-    pub revision: i64,
-    /// The record's `metadata_tokens`.
-    pub tokens: Option<meta169_tree::TokenMode>,
-    loaded_at: Instant,
-    weight: usize,
-    /// `vendor_data2.json`, built on first request (it calls the dynamic targets).
-    pub vendor_data2: tokio::sync::OnceCell<Bytes>,
-    /// The proxy signature its signed requests carry, computed on the
-    /// first: checked here, a signed request finds its instance and its
-    /// signature in one cache lookup.
-    signature: OnceLock<Signature>,
-    /// Set while one request reloads this entry once it has expired.
-    refreshing: Arc<AtomicBool>,
-}
-
-impl LoadedInstance {
-    pub fn new(
-        instance: Instance,
-        options: Arc<RenderOptions>,
-        password: String,
-        revision: i64,
-    ) -> Self {
-        let (uuid, project_id) = (
-            instance.uuid.as_str().into(),
-            instance.project_id.as_str().into(),
-        );
-        let tokens = instance.metadata_tokens;
-        let tree = Tree::compact(instance, options);
-        LoadedInstance {
-            weight: INSTANCE_OVERHEAD_BYTES + tree.source_bytes() + password.len(),
-            uuid,
-            project_id,
-            tree,
-            password,
-            revision,
-            tokens,
-            loaded_at: Instant::now(),
-            vendor_data2: tokio::sync::OnceCell::new(),
-            signature: OnceLock::new(),
-            refreshing: Arc::default(),
-        }
-    }
-
-    /// The right to reload this (expired) entry, unless another request
-    /// holds it.
-    pub fn claim_refresh(&self) -> Option<RefreshClaim> {
-        RefreshClaim::take(&self.refreshing)
-    }
-
-    /// Whether `signature` is this instance's proxy signature under the
-    /// memo's secret.
-    pub fn signature_matches(&self, signatures: &SignatureMemo, signature: &[u8]) -> bool {
-        let expected = self
-            .signature
-            .get_or_init(|| signatures.expected(&self.uuid));
-        same_signature(expected, signature)
-    }
-
-    /// The estimated bytes this entry holds.
-    pub fn weight(&self) -> usize {
-        self.weight
-    }
 }
 
 /// A cache answer.
@@ -239,15 +163,15 @@ impl Caches {
         if self.generation() != generation {
             return 0;
         }
-        let weight = loaded.weight;
+        let weight = loaded.weight();
         let slot = Slot {
-            fresh_until: loaded.loaded_at.checked_add(self.limits.ttl),
+            fresh_until: loaded.loaded_at().checked_add(self.limits.ttl),
             loaded,
             used_ms: AtomicU64::new(self.now_ms()),
         };
         let key = slot.loaded.uuid.clone();
         if let Some(old) = map.insert(key, slot) {
-            self.bytes.fetch_sub(old.loaded.weight, Ordering::Relaxed);
+            self.bytes.fetch_sub(old.loaded.weight(), Ordering::Relaxed);
         }
         self.bytes.fetch_add(weight, Ordering::Relaxed);
         self.evict_if_over(&mut map)
@@ -283,7 +207,7 @@ impl Caches {
                     at_threshold -= 1;
                 }
                 if !keep {
-                    freed += slot.loaded.weight;
+                    freed += slot.loaded.weight();
                 }
                 keep
             });
@@ -369,7 +293,7 @@ impl Caches {
         let mut map = self.instances.write().unwrap_or_else(|e| e.into_inner());
         self.bump();
         if let Some(old) = map.remove(uuid) {
-            self.bytes.fetch_sub(old.loaded.weight, Ordering::Relaxed);
+            self.bytes.fetch_sub(old.loaded.weight(), Ordering::Relaxed);
         }
     }
 

@@ -1,5 +1,6 @@
 use super::*;
-use meta169_tree::example_instance;
+use meta169_http::signing::SignatureMemo;
+use meta169_tree::{example_instance, RenderOptions};
 
 fn loaded(uuid: &str) -> Arc<LoadedInstance> {
     let mut instance = example_instance();
