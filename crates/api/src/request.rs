@@ -1,19 +1,19 @@
 //! The guest-facing request path: every request, whatever its path, is
 //! identified, answered from the caller's tree and counted. Mirrors
 //! Nova's handler: `/` needs no identity, any method but on `password` is
-//! served as GET, absent data is a fast 404.
+//! served as GET, absent data is a fast 404. How a request ends (its
+//! response, metrics and access log line) is in `request/outcome.rs`.
 
 use crate::answer::plain;
 use crate::cache::LoadedInstance;
-use crate::error::{text_error, ApiError};
+use crate::error::ApiError;
 use crate::identity::{identify_with, Caller, Identity};
 use crate::metadata::MetadataService;
-use crate::metrics::{IdentityLabel, TreeLabel};
+use crate::metrics::IdentityLabel;
 use bytes::Bytes;
 use futures_util::future::Either;
-use http::header;
 use hyper::body::Incoming;
-use meta169_http::{Answer, ResponseBody};
+use meta169_http::Answer;
 use meta169_http::{Handled, PeerHandler};
 use meta169_tree::versions::{ec2_version_listing, openstack_version_listing};
 use meta169_tree::{Body, ContentType, MetadataPath};
@@ -22,6 +22,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
+
+mod outcome;
+
+use outcome::{finish, Outcome, Ready};
 
 /// `YYYY-MM-DD` of now, UTC, for hiding future versions.
 pub fn today_utc() -> String {
@@ -137,85 +141,6 @@ pub fn handle(
         }
         .instrument(span),
     ))
-}
-
-/// An answer ready to go out.
-enum Ready {
-    /// A body of one content type, made into a response only by
-    /// [`finish`]: a response is ~170 bytes, copied by each function it
-    /// is returned through. Built late, a cached `meta_data.json` request
-    /// runs ~60 fewer instructions (callgrind), two of its memmoves gone.
-    Body(ContentType, Bytes),
-    /// A response with headers of its own.
-    Response(Answer),
-}
-
-/// The answer (an error turned into its response), counted and logged.
-fn finish(
-    service: &MetadataService,
-    request: &http::request::Parts,
-    result: Result<Ready, ApiError>,
-    started: Instant,
-    outcome: &Outcome,
-) -> Answer {
-    // An error is made into its response here, a body after counting.
-    let (why, ready) = match result {
-        Ok(ready) => (None, ready),
-        Err(error) => {
-            let why = error.to_string();
-            let mut response = text_error(error.status(), &why).map(ResponseBody::Right);
-            response
-                .headers_mut()
-                .insert(header::SERVER, meta169_http::headers::SERVER);
-            (Some(why), Ready::Response(response))
-        }
-    };
-    let status = match &ready {
-        Ready::Body(..) => http::StatusCode::OK,
-        Ready::Response(response) => {
-            debug_assert!(
-                response.headers().contains_key(header::SERVER),
-                "answers are built by `plain`, which names the server"
-            );
-            response.status()
-        }
-    }
-    .as_u16();
-    let took = started.elapsed();
-    let path = request.uri.path();
-    service
-        .metrics
-        .request(status, TreeLabel::of(path), outcome.identity, took);
-    let instance = outcome.instance().unwrap_or("-");
-    service
-        .settings
-        .access_log
-        .record(path, status, instance, took, why.as_deref());
-    match ready {
-        Ready::Body(content_type, body) => plain(content_type, body),
-        Ready::Response(response) => response,
-    }
-}
-
-/// What a request turned out to be, for its metrics and access log line.
-struct Outcome {
-    instance: Option<Arc<LoadedInstance>>,
-    identity: IdentityLabel,
-}
-
-impl Default for Outcome {
-    fn default() -> Self {
-        Outcome {
-            instance: None,
-            identity: IdentityLabel::None,
-        }
-    }
-}
-
-impl Outcome {
-    fn instance(&self) -> Option<&str> {
-        self.instance.as_ref().map(|i| &*i.uuid)
-    }
 }
 
 /// A request answered from the caches without waiting: `Ok(None)` when
