@@ -107,19 +107,28 @@ impl<S> Batch<S> {
     }
 
     fn count_heads(&mut self, data: &[u8]) {
-        // A blank line split between the previous read (its final three
-        // bytes, `last`) and this one.
         let edge = data.len().min(KEEP);
-        let mut joined = [0u8; 2 * KEEP];
-        joined[..KEEP].copy_from_slice(&self.last);
-        joined[KEEP..KEEP + edge].copy_from_slice(&data[..edge]);
-        let split = (0..KEEP)
-            .filter(|at| joined[*at..KEEP + edge].starts_with(BLANK_LINE))
-            .count();
+        // A blank line split between the previous read (its final three
+        // bytes, `last`) and this one; its end would begin this read with
+        // a line end. A request line does not, so most reads skip this.
+        let split = if matches!(data.first(), Some(b'\r' | b'\n')) {
+            let mut joined = [0u8; 2 * KEEP];
+            joined[..KEEP].copy_from_slice(&self.last);
+            joined[KEEP..KEEP + edge].copy_from_slice(&data[..edge]);
+            (0..KEEP)
+                .filter(|at| joined[*at..KEEP + edge].starts_with(BLANK_LINE))
+                .count()
+        } else {
+            0
+        };
         let whole = count_blank_lines(data);
         self.heads_read += (split + whole) as u64;
-        for byte in &data[data.len() - edge..] {
-            self.last = [self.last[1], self.last[2], *byte];
+        if let Some(end) = data.last_chunk::<KEEP>() {
+            self.last = *end;
+        } else {
+            for byte in data {
+                self.last = [self.last[1], self.last[2], *byte];
+            }
         }
     }
 }
