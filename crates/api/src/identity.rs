@@ -95,11 +95,28 @@ impl<'a> Found<'a> {
             Found::Repeated => Err(ApiError::DuplicateHeader(display_name(name).to_string())),
             // `trim_ascii`: the text is ASCII, and `trim` looks for
             // Unicode spaces (these values are read on every signed request).
-            Found::Once(value) => value.to_str().map(|s| Some(s.trim_ascii())).map_err(|_| {
-                ApiError::BadHeader(format!("{} header is not valid text.", display_name(name)))
-            }),
+            Found::Once(value) => match header_text(value) {
+                Some(text) => Ok(Some(text.trim_ascii())),
+                None => Err(ApiError::BadHeader(format!(
+                    "{} header is not valid text.",
+                    display_name(name)
+                ))),
+            },
         }
     }
+}
+
+/// A header value as text: what `HeaderValue::to_str` accepts. A value
+/// holds no control character but tab, so its text is exactly its ASCII,
+/// which is checked a word at a time; `to_str` checks byte by byte, and
+/// `str::from_utf8` as well for values this short: ~220 instructions of
+/// each signed request (callgrind).
+fn header_text(value: &HeaderValue) -> Option<&str> {
+    let bytes = value.as_bytes();
+    // SAFETY: ASCII is valid UTF-8.
+    bytes
+        .is_ascii()
+        .then(|| unsafe { std::str::from_utf8_unchecked(bytes) })
 }
 
 /// The identity headers (signed mode's three, then the two network ids)

@@ -94,6 +94,19 @@ fn header_text_is_visible_ascii_trimmed() {
         // The rule is `HeaderValue::to_str`'s.
         assert!(HeaderValue::from_bytes(bad).unwrap().to_str().is_err());
     }
+    // Every byte a value can hold, alone and after text: accepted exactly
+    // where `to_str` accepts it.
+    for byte in 0..=u8::MAX {
+        for bytes in [vec![byte], vec![b'a', byte, b'b']] {
+            if let Ok(value) = HeaderValue::from_bytes(&bytes) {
+                assert_eq!(
+                    header_text(&value).is_some(),
+                    value.to_str().is_ok(),
+                    "{byte}"
+                );
+            }
+        }
+    }
 }
 
 #[test]
