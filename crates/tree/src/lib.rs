@@ -20,7 +20,7 @@ pub use model::{
 };
 pub use openstack::DriveExtras;
 pub use path::{MetadataPath, PathError, Segments};
-pub use tree::{full_hostname, Body, ContentType, Entry, RenderOptions, Tree};
+pub use tree::{full_hostname, Body, ContentType, Entry, Found, RenderOptions, Tree};
 
 /// The example record shipped in `docs/instance.example.json`: the demo
 /// instance, and the reference for the record format.

@@ -5,7 +5,7 @@
 //! four times as much per version, and a lookup here is a binary search
 //! over a few dozen keys, which is as fast as hashing the path.
 
-use crate::tree::{Body, ContentType, Entry};
+use crate::tree::{Body, ContentType, Entry, Found};
 use bytes::{Bytes, BytesMut};
 
 /// Paths below a version up to this long are joined without allocating.
@@ -118,13 +118,13 @@ impl Packed {
     }
 
     /// The entry at `key` (`meta-data/instance-id`).
-    pub fn get(&self, key: &str) -> Option<Entry> {
+    pub fn get(&self, key: &str) -> Option<Found<'_>> {
         self.find(key.as_bytes())
     }
 
     /// The entry at `segments` joined by `/` (joined on the stack: the
     /// paths guests ask for are short).
-    pub fn get_path(&self, segments: &[&str]) -> Option<Entry> {
+    pub fn get_path(&self, segments: &[&str]) -> Option<Found<'_>> {
         match segments {
             [] => self.find(b""),
             [one] => self.find(one.as_bytes()),
@@ -148,7 +148,7 @@ impl Packed {
         }
     }
 
-    fn find(&self, key: &[u8]) -> Option<Entry> {
+    fn find(&self, key: &[u8]) -> Option<Found<'_>> {
         let at = self
             .slots
             .binary_search_by(|slot| by_length_then_bytes(self.bytes(slot.key), key))
@@ -158,8 +158,8 @@ impl Packed {
             Stored::Inline(span) => Body::Static(self.slice(*span)),
             Stored::Shared(i) => Body::Static(self.shared[*i as usize].clone()),
             Stored::MetaData { before, after } => Body::MetaData {
-                before: self.slice(*before),
-                after: self.slice(*after),
+                before: self.bytes(*before),
+                after: self.bytes(*after),
             },
             Stored::RequesterAddress => Body::RequesterAddress,
             Stored::VendorData2 => Body::VendorData2,

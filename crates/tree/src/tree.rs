@@ -33,14 +33,16 @@ impl Default for RenderOptions {
     }
 }
 
-/// How an entry's body is produced.
+/// How an entry's body is produced. `H` holds `meta_data.json`'s halves:
+/// owned where an entry is rendered, borrowed from the tree where a
+/// lookup finds it ([`Found`]).
 #[derive(Clone, Debug, PartialEq)]
-pub enum Body {
+pub enum Body<H = Bytes> {
     /// Fixed bytes.
     Static(Bytes),
     /// `meta_data.json`: Nova regenerates `random_seed` on every request, so
     /// the document is kept in two halves and a fresh seed goes between.
-    MetaData { before: Bytes, after: Bytes },
+    MetaData { before: H, after: H },
     /// EC2 `local-ipv4` of an instance without a fixed IPv4: Nova answers
     /// with the requester's address.
     RequesterAddress,
@@ -73,12 +75,17 @@ const CONTENT_NAME_DIGITS: usize = 4;
 
 /// One servable path.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Entry {
-    pub body: Body,
+pub struct Entry<H = Bytes> {
+    pub body: Body<H>,
     pub content_type: ContentType,
 }
 
-impl Entry {
+/// An entry as a lookup finds it, `meta_data.json`'s halves borrowed from
+/// the tree: the document is copied out of them, and two clones of a
+/// shared `Bytes` cost four atomic operations on every such request.
+pub type Found<'a> = Entry<&'a [u8]>;
+
+impl<H> Entry<H> {
     pub(crate) fn text(body: impl Into<Bytes>) -> Self {
         Entry {
             body: Body::Static(body.into()),
@@ -218,7 +225,7 @@ impl Tree {
 
     /// Look up normalised segments (`["ec2", "latest", "meta-data"]`);
     /// `latest` resolves to the newest version of its tree.
-    pub fn lookup(&self, segments: &[&str]) -> Option<Entry> {
+    pub fn lookup(&self, segments: &[&str]) -> Option<Found<'_>> {
         self.lookup_joined(segments, None)
     }
 
@@ -226,7 +233,11 @@ impl Tree {
     /// joined by `/` when the request path has them so
     /// ([`crate::path::Segments::below_version`]): one key, not joined
     /// again.
-    pub fn lookup_joined(&self, segments: &[&str], below_version: Option<&str>) -> Option<Entry> {
+    pub fn lookup_joined(
+        &self,
+        segments: &[&str],
+        below_version: Option<&str>,
+    ) -> Option<Found<'_>> {
         let (root, version) = (segments.first()?, segments.get(1)?);
         let packed = match *root {
             "ec2" => self.ec2_version(versions::ec2_index(version)?),
@@ -243,7 +254,7 @@ impl Tree {
     /// `/openstack/content/NNNN`: an injected file's bytes, as the
     /// `content_path` of its entry in `meta_data.json` says. Rare (once
     /// per boot), so read from the record each time.
-    fn content(&self, rest: &[&str]) -> Option<Entry> {
+    fn content(&self, rest: &[&str]) -> Option<Found<'_>> {
         let [name] = rest else { return None };
         if name.len() != CONTENT_NAME_DIGITS || !name.bytes().all(|b| b.is_ascii_digit()) {
             return None;
