@@ -6,8 +6,8 @@
 //! of bits. No crate maps bytes onto the alphabet like this (encoders
 //! regroup; base64-simd, the vectorised one, has no AVX-512 path), and
 //! with AVX-512 VBMI the mapping is one byte permute per 64 characters, so
-//! it is written here: the permute where the CPU has it, elsewhere a
-//! branch-free formula the compiler vectorises.
+//! it is written here: the permute where the CPU has it, with AVX2 a
+//! byte shuffle of steps, elsewhere a branch-free formula.
 
 /// Base64's standard alphabet (RFC 4648, what Nova's `b64encode` uses).
 pub(crate) const ALPHABET: &[u8; 64] =
@@ -55,10 +55,71 @@ fn map_any(random: &[u8], text: &mut [u8]) {
     }
 }
 
+/// What [`map_avx2`] adds to an index to make its character, by the
+/// class the index falls in (see there): `a`..`z`, `0`..`9` (ten
+/// classes, one step), `+`, `/`, `A`..`Z`; the last two entries are
+/// unused.
+#[cfg(target_arch = "x86_64")]
+const STEPS: [u8; 16] = {
+    let digit = b'0'.wrapping_sub(52);
+    [
+        b'a' - 26,
+        digit,
+        digit,
+        digit,
+        digit,
+        digit,
+        digit,
+        digit,
+        digit,
+        digit,
+        digit,
+        b'+'.wrapping_sub(62),
+        b'/'.wrapping_sub(63),
+        b'A',
+        0,
+        0,
+    ]
+};
+
+/// The [`char_of`] formula in five vector steps per 32 characters, the
+/// way vectorised base64 encoders map: each index's class (0 below 52,
+/// 1..12 above it by a saturating subtraction; 13 below 26) picks the
+/// step to add from [`STEPS`] with one byte shuffle. The compiler's
+/// vectorisation of `char_of` took ~17 instructions per 32 characters.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn map_avx2(random: &[u8], text: &mut [u8]) {
-    map_any(random, text);
+    use std::arch::x86_64::{
+        __m256i, _mm256_add_epi8, _mm256_and_si256, _mm256_broadcastsi128_si256, _mm256_cmpgt_epi8,
+        _mm256_loadu_si256, _mm256_or_si256, _mm256_set1_epi8, _mm256_shuffle_epi8,
+        _mm256_storeu_si256, _mm256_subs_epu8, _mm_loadu_si128,
+    };
+    const LANES: usize = 32;
+    // SAFETY: STEPS is 16 bytes, one unaligned load.
+    let steps = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(STEPS.as_ptr().cast()) });
+    let (six_bits, last_letter) = (_mm256_set1_epi8(63), _mm256_set1_epi8(51));
+    let (upper_end, upper_class) = (_mm256_set1_epi8(26), _mm256_set1_epi8(13));
+    let mut random = random.chunks_exact(LANES);
+    let mut text = text.chunks_exact_mut(LANES);
+    for (from, to) in (&mut random).zip(&mut text) {
+        // SAFETY: both chunks are LANES bytes; unaligned loads and stores.
+        unsafe {
+            let index = _mm256_and_si256(
+                _mm256_loadu_si256(from.as_ptr().cast::<__m256i>()),
+                six_bits,
+            );
+            let above = _mm256_subs_epu8(index, last_letter);
+            // Indices are below 64: a signed comparison is exact.
+            let upper = _mm256_and_si256(_mm256_cmpgt_epi8(upper_end, index), upper_class);
+            let step = _mm256_shuffle_epi8(steps, _mm256_or_si256(above, upper));
+            _mm256_storeu_si256(
+                to.as_mut_ptr().cast::<__m256i>(),
+                _mm256_add_epi8(index, step),
+            );
+        }
+    }
+    map_any(random.remainder(), text.into_remainder());
 }
 
 #[cfg(target_arch = "x86_64")]
