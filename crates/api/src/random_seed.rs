@@ -7,11 +7,13 @@
 //! bytes are AES-128 in counter mode under a key from the operating
 //! system, one per thread: a standard cryptographically strong generator
 //! (a CTR_DRBG without its reseeding), which the `aes` crate runs on the
-//! CPU's AES instructions, four blocks at a time where it has VAES. On
-//! the machines CI runs on, the bytes of a batch of eight seeds took
-//! 632 ns where ChaCha8's took 1,100 ns before base64-simd encoded them
-//! (a micro-benchmark); with it the seed no longer moves the pinned
-//! `meta169-bench api` ratio beyond its noise.
+//! CPU's AES instructions. A batch of eight seeds' bytes took 632 ns where
+//! ChaCha8's took 1,100 ns before base64-simd encoded them (a
+//! micro-benchmark). The crate uses VAES only where the operating system
+//! saves AVX-512 state (its feature check asks for it even for 256-bit
+//! VAES); CPUs with VAES and AVX2 alone, such as some AMD EPYC machines
+//! CI runs on, get AES-NI, eight blocks at a time: there the bytes are
+//! ~1% of a `meta_data.json` request's CPU time (perf, pinned benchmark).
 //!
 //! Seeds are made [`SEEDS_PER_BATCH`] at a time and each is used once:
 //! every call of the generator and the mapping costs a set-up and a
