@@ -5,25 +5,19 @@
 //! bits picking the character ([`alphabet`]), which is the base64 of
 //! uniformly random bytes without an encoder's regrouping of bits. The
 //! bytes are AES-128 in counter mode under a key from the operating
-//! system, one per thread: a standard cryptographically strong generator
-//! (a CTR_DRBG without its reseeding), which the `aes` crate runs on the
-//! CPU's AES instructions. A batch of eight seeds' bytes took 632 ns where
-//! ChaCha8's took 1,100 ns before base64-simd encoded them (a
-//! micro-benchmark). The crate uses VAES only where the operating system
-//! saves AVX-512 state (its feature check asks for it even for 256-bit
-//! VAES); CPUs with VAES and AVX2 alone, such as some AMD EPYC machines
-//! CI runs on, get AES-NI, eight blocks at a time: there the bytes are
-//! ~1% of a `meta_data.json` request's CPU time (perf, pinned benchmark).
+//! system, one per thread ([`keystream`]). A batch of eight seeds' bytes
+//! took 632 ns through the `aes` crate where ChaCha8's took 1,100 ns
+//! before base64-simd encoded them (a micro-benchmark).
 //!
 //! Seeds are made [`SEEDS_PER_BATCH`] at a time and each is used once:
 //! every call of the generator and the mapping costs a set-up and a
 //! scalar tail beside its vectorised middle.
 
 mod alphabet;
+mod keystream;
 
-use aes::cipher::{KeyIvInit, StreamCipher};
 use bytes::{Bytes, BytesMut};
-use rand::RngCore;
+use keystream::Keystream;
 use std::cell::RefCell;
 
 /// Size of Nova's random seed, before base64.
@@ -43,6 +37,10 @@ const LAST_CHAR_BITS: u8 = 0b11_1100;
 const SEEDS_PER_BATCH: usize = 32;
 /// Random bytes (and characters) of one batch.
 const BATCH_BYTES: usize = RANDOM_SEED_TEXT * SEEDS_PER_BATCH;
+const _: () = assert!(
+    BATCH_BYTES.is_multiple_of(keystream::BLOCK),
+    "whole blocks of the stream"
+);
 /// One block that documents are written into and split off, about ten
 /// `meta_data.json` bodies. A document allocated on its own (1.6 KiB, too
 /// large for the allocator's per-thread cache) cost ~350 instructions of
@@ -50,21 +48,10 @@ const BATCH_BYTES: usize = RANDOM_SEED_TEXT * SEEDS_PER_BATCH;
 /// reference count, and the block is reused once its documents are gone.
 const BLOCK_BYTES: usize = 16 * 1024;
 
-/// AES-128 in counter mode: the random bytes.
-type Generator = ctr::Ctr128LE<aes::Aes128>;
-
-/// A generator under a fresh key from the operating system. The counter
-/// starts at zero: with a random key no two generators share a stream.
-fn generator() -> Generator {
-    let mut key = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut key);
-    Generator::new(&key.into(), &[0u8; 16].into())
-}
-
 /// A thread's generator, its seeds made ahead, and the block its
 /// documents are written into.
 struct Writer {
-    generator: Generator,
+    keystream: Keystream,
     /// Random bytes of one batch, kept here so a batch does not clear
     /// them on its stack first.
     drawn: [u8; BATCH_BYTES],
@@ -78,7 +65,7 @@ struct Writer {
 
 thread_local! {
     static WRITER: RefCell<Writer> = RefCell::new(Writer {
-        generator: generator(),
+        keystream: Keystream::new(),
         drawn: [0; BATCH_BYTES],
         text: [0; BATCH_BYTES],
         used: SEEDS_PER_BATCH,
@@ -96,12 +83,7 @@ impl Writer {
     /// made first if none is left.
     fn next_seed(&mut self) -> usize {
         if self.used == SEEDS_PER_BATCH {
-            // A 128-bit counter from zero does not run out; were it to,
-            // a new key starts a new stream.
-            if self.generator.try_write_keystream(&mut self.drawn).is_err() {
-                self.generator = generator();
-                self.generator.write_keystream(&mut self.drawn);
-            }
+            self.keystream.fill(&mut self.drawn);
             alphabet::map(&self.drawn, &mut self.text);
             for (text, drawn) in self
                 .text
