@@ -13,23 +13,24 @@
 pub(crate) const ALPHABET: &[u8; 64] =
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-/// `text[i]` = the character of `random[i]`'s low six bits.
-pub(crate) fn map(random: &[u8], text: &mut [u8]) {
-    assert_eq!(random.len(), text.len(), "one character per random byte");
+/// Each byte of `bytes` replaced by the character of its low six bits:
+/// in place, so a batch of random bytes needs no second buffer for its
+/// text.
+pub(crate) fn map(bytes: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512vbmi") {
             // SAFETY: the CPU has AVX-512 VBMI (and with it F and BW).
-            unsafe { map_vbmi(random, text) };
+            unsafe { map_vbmi(bytes) };
             return;
         }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2.
-            unsafe { map_avx2(random, text) };
+            unsafe { map_avx2(bytes) };
             return;
         }
     }
-    map_any(random, text);
+    map_any(bytes);
 }
 
 /// The character of `byte`'s low six bits, by ranges of the alphabet
@@ -49,9 +50,9 @@ fn char_of(byte: u8) -> u8 {
     c.wrapping_add(if index >= 63 { b'/' - b'+' - 1 } else { 0 })
 }
 
-fn map_any(random: &[u8], text: &mut [u8]) {
-    for (c, byte) in text.iter_mut().zip(random) {
-        *c = char_of(*byte);
+fn map_any(bytes: &mut [u8]) {
+    for byte in bytes {
+        *byte = char_of(*byte);
     }
 }
 
@@ -89,7 +90,7 @@ const STEPS: [u8; 16] = {
 /// vectorisation of `char_of` took ~17 instructions per 32 characters.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn map_avx2(random: &[u8], text: &mut [u8]) {
+fn map_avx2(bytes: &mut [u8]) {
     use std::arch::x86_64::{
         __m256i, _mm256_add_epi8, _mm256_and_si256, _mm256_broadcastsi128_si256, _mm256_cmpgt_epi8,
         _mm256_loadu_si256, _mm256_or_si256, _mm256_set1_epi8, _mm256_shuffle_epi8,
@@ -100,13 +101,12 @@ fn map_avx2(random: &[u8], text: &mut [u8]) {
     let steps = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(STEPS.as_ptr().cast()) });
     let (six_bits, last_letter) = (_mm256_set1_epi8(63), _mm256_set1_epi8(51));
     let (upper_end, upper_class) = (_mm256_set1_epi8(26), _mm256_set1_epi8(13));
-    let mut random = random.chunks_exact(LANES);
-    let mut text = text.chunks_exact_mut(LANES);
-    for (from, to) in (&mut random).zip(&mut text) {
-        // SAFETY: both chunks are LANES bytes; unaligned loads and stores.
+    let mut chunks = bytes.chunks_exact_mut(LANES);
+    for chunk in &mut chunks {
+        // SAFETY: the chunk is LANES bytes; an unaligned load and store.
         unsafe {
             let index = _mm256_and_si256(
-                _mm256_loadu_si256(from.as_ptr().cast::<__m256i>()),
+                _mm256_loadu_si256(chunk.as_ptr().cast::<__m256i>()),
                 six_bits,
             );
             let above = _mm256_subs_epu8(index, last_letter);
@@ -114,35 +114,34 @@ fn map_avx2(random: &[u8], text: &mut [u8]) {
             let upper = _mm256_and_si256(_mm256_cmpgt_epi8(upper_end, index), upper_class);
             let step = _mm256_shuffle_epi8(steps, _mm256_or_si256(above, upper));
             _mm256_storeu_si256(
-                to.as_mut_ptr().cast::<__m256i>(),
+                chunk.as_mut_ptr().cast::<__m256i>(),
                 _mm256_add_epi8(index, step),
             );
         }
     }
-    map_any(random.remainder(), text.into_remainder());
+    map_any(chunks.into_remainder());
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
-fn map_vbmi(random: &[u8], text: &mut [u8]) {
+fn map_vbmi(bytes: &mut [u8]) {
     use std::arch::x86_64::{
         __m512i, _mm512_loadu_si512, _mm512_permutexvar_epi8, _mm512_storeu_si512,
     };
     const LANES: usize = 64;
     // SAFETY: ALPHABET is 64 bytes, one unaligned load.
     let alphabet = unsafe { _mm512_loadu_si512(ALPHABET.as_ptr().cast::<__m512i>()) };
-    let mut random = random.chunks_exact(LANES);
-    let mut text = text.chunks_exact_mut(LANES);
-    for (from, to) in (&mut random).zip(&mut text) {
-        // SAFETY: both chunks are LANES bytes; unaligned loads and stores.
+    let mut chunks = bytes.chunks_exact_mut(LANES);
+    for chunk in &mut chunks {
+        // SAFETY: the chunk is LANES bytes; an unaligned load and store.
         unsafe {
-            let bytes = _mm512_loadu_si512(from.as_ptr().cast::<__m512i>());
+            let random = _mm512_loadu_si512(chunk.as_ptr().cast::<__m512i>());
             // The permute reads each index byte's low six bits only.
-            let chars = _mm512_permutexvar_epi8(bytes, alphabet);
-            _mm512_storeu_si512(to.as_mut_ptr().cast::<__m512i>(), chars);
+            let chars = _mm512_permutexvar_epi8(random, alphabet);
+            _mm512_storeu_si512(chunk.as_mut_ptr().cast::<__m512i>(), chars);
         }
     }
-    map_any(random.remainder(), text.into_remainder());
+    map_any(chunks.into_remainder());
 }
 
 #[cfg(test)]
@@ -169,23 +168,24 @@ mod tests {
         let random: Vec<u8> = (0..700u32).map(|i| (i * 7 + i / 256) as u8).collect();
         for len in (0..200).chain([511, 512, 513, 683, 684, 700]) {
             let want = reference(&random[..len]);
-            let mut text = vec![0u8; len];
-            map(&random[..len], &mut text);
+            let mut text = random[..len].to_vec();
+            map(&mut text);
             assert_eq!(text, want, "dispatched, {len} bytes");
-            map_any(&random[..len], &mut text);
+            let mut text = random[..len].to_vec();
+            map_any(&mut text);
             assert_eq!(text, want, "portable, {len} bytes");
             #[cfg(target_arch = "x86_64")]
             {
                 if std::arch::is_x86_feature_detected!("avx2") {
-                    text.fill(0);
+                    let mut text = random[..len].to_vec();
                     // SAFETY: the CPU has AVX2.
-                    unsafe { map_avx2(&random[..len], &mut text) };
+                    unsafe { map_avx2(&mut text) };
                     assert_eq!(text, want, "avx2, {len} bytes");
                 }
                 if std::arch::is_x86_feature_detected!("avx512vbmi") {
-                    text.fill(0);
+                    let mut text = random[..len].to_vec();
                     // SAFETY: the CPU has AVX-512 VBMI.
-                    unsafe { map_vbmi(&random[..len], &mut text) };
+                    unsafe { map_vbmi(&mut text) };
                     assert_eq!(text, want, "avx512vbmi, {len} bytes");
                 }
             }
