@@ -118,6 +118,19 @@ async fn run_pinned(args: &ApiBenchArgs) -> Result<()> {
             ratio,
             m.cpu_per_request.as_secs_f64() / b.cpu_per_request.as_secs_f64().max(1e-9)
         );
+        // Each run against the bare run just before it: how far the
+        // machine moved between runs, beside the medians' ratio.
+        let paired: Vec<String> = serve_runs
+            .iter()
+            .zip(&bare_runs)
+            .map(|(m, b)| format!("{:.2}", m.requests_per_second / b.requests_per_second))
+            .collect();
+        println!(
+            "{:<34} {:<8} {:>9}  (each run against the bare run before it)",
+            "",
+            "runs",
+            paired.join(" ")
+        );
         drop(bare);
     }
     println!(
