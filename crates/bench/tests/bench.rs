@@ -24,8 +24,18 @@ fn bench(args: &[&str]) -> String {
 
 #[test]
 fn every_benchmark_runs_on_small_inputs() {
-    let api = bench(&["api", "--requests", "300", "--rounds", "1"]);
+    let api = bench(&["api", "--in-process", "--requests", "300", "--rounds", "1"]);
     assert!(api.contains("worst ratio:"), "{api}");
+    // The pinned method (wrk, taskset; scripts/test installs them), one
+    // short run per server and path, and its control.
+    let pinned = bench(&["api", "--seconds", "1", "--runs", "1"]);
+    for part in ["meta169", "ratio", "runs", "target >= 0.90"] {
+        assert!(pinned.contains(part), "no {part:?} in:\n{pinned}");
+    }
+    let control = bench(&["api", "--seconds", "1", "--runs", "1", "--control"]);
+    for part in ["control", "two identical servers"] {
+        assert!(control.contains(part), "no {part:?} in:\n{control}");
+    }
     let drive = bench(&["configdrive", "--runs", "1"]);
     assert!(drive.contains("genisoimage"), "{drive}");
     let agent = bench(&[
