@@ -12,6 +12,30 @@ use meta169_tree::ContentType;
 static ANSWER_HEADERS: std::sync::LazyLock<[http::HeaderMap; 2]> =
     std::sync::LazyLock::new(|| [ContentType::Text, ContentType::Json].map(answer_headers));
 
+/// [`ANSWER_HEADERS`] as hyper writes them (`name: value\r\n`), for the
+/// listener's quick path: rendered from the same maps, so both ways
+/// write the same bytes.
+static HEADER_LINES: std::sync::LazyLock<[Vec<u8>; 2]> = std::sync::LazyLock::new(|| {
+    ANSWER_HEADERS.each_ref().map(|headers| {
+        let mut lines = Vec::new();
+        for (name, value) in headers {
+            lines.extend_from_slice(name.as_str().as_bytes());
+            lines.extend_from_slice(b": ");
+            lines.extend_from_slice(value.as_bytes());
+            lines.extend_from_slice(b"\r\n");
+        }
+        lines
+    })
+});
+
+/// The header lines of a 200 answer of `content_type`.
+pub(crate) fn header_lines(content_type: ContentType) -> &'static [u8] {
+    match content_type {
+        ContentType::Text => &HEADER_LINES[0],
+        ContentType::Json => &HEADER_LINES[1],
+    }
+}
+
 /// The `Content-Type` value of each content type, built at compile time:
 /// `HeaderValue::from_static` called at run time checks every byte.
 const TEXT: HeaderValue = HeaderValue::from_static(ContentType::Text.as_str());

@@ -6,12 +6,13 @@ use crate::error::ApiError;
 use crate::settings::IdentitySettings;
 use crate::signing::SignatureMemo;
 use crate::token::TOKEN_HEADER;
-use http::{HeaderMap, HeaderName, HeaderValue};
-use meta169_http::address::{canonical_ip, forwarded_for as forwarded_address};
+use http::HeaderName;
+use meta169_http::address::{canonical_ip, forwarded_address};
 use meta169_http::headers::{
     display_name, INSTANCE_ID, NEUTRON_NETWORK_ID, OVN_NETWORK_ID, SIGNATURE, TENANT_ID,
 };
 use meta169_http::log_throttle::refusals;
+use meta169_http::request_head::{is_named, HeaderView};
 use std::net::IpAddr;
 
 /// Longest piece of a caller's instance id quoted in a log line.
@@ -42,14 +43,14 @@ pub struct Caller<'a> {
     pub peer: IpAddr,
     /// The request's session token header (the first, if repeated),
     /// found in the same pass as the identity headers.
-    pub session_token: Option<&'a HeaderValue>,
+    pub session_token: Option<&'a [u8]>,
 }
 
 impl Caller<'_> {
     /// The guest's address as best known, Nova's fallback `local-ipv4`:
     /// for signed requests the proxy's `X-Forwarded-For` (read only when a
     /// path needs it), else the address the caller was identified by.
-    pub fn requester(&self, headers: &HeaderMap) -> IpAddr {
+    pub fn requester(&self, headers: HeaderView<'_>) -> IpAddr {
         match self.identity {
             Identity::Signed { .. } => signed_requester(headers, self.peer),
             Identity::ByAddress { address, .. } | Identity::BySource { address } => address,
@@ -58,7 +59,7 @@ impl Caller<'_> {
 }
 
 /// The requester of a signed request: `X-Forwarded-For`, else the peer.
-pub fn signed_requester(headers: &HeaderMap, peer: IpAddr) -> IpAddr {
+pub fn signed_requester(headers: HeaderView<'_>, peer: IpAddr) -> IpAddr {
     forwarded_for(headers).ok().flatten().unwrap_or(peer)
 }
 
@@ -66,12 +67,12 @@ pub fn signed_requester(headers: &HeaderMap, peer: IpAddr) -> IpAddr {
 #[derive(Clone, Copy)]
 enum Found<'a> {
     Absent,
-    Once(&'a HeaderValue),
+    Once(&'a [u8]),
     Repeated,
 }
 
 impl<'a> Found<'a> {
-    fn add(&mut self, value: &'a HeaderValue) {
+    fn add(&mut self, value: &'a [u8]) {
         *self = match self {
             Found::Absent => Found::Once(value),
             _ => Found::Repeated,
@@ -84,7 +85,7 @@ impl<'a> Found<'a> {
         match self {
             Found::Absent => Ok(None),
             Found::Repeated => Err(ApiError::DuplicateHeader(display_name(name).to_string())),
-            Found::Once(value) => Ok(Some(value.as_bytes().trim_ascii())),
+            Found::Once(value) => Ok(Some(value.trim_ascii())),
         }
     }
 
@@ -111,8 +112,7 @@ impl<'a> Found<'a> {
 /// which is checked a word at a time; `to_str` checks byte by byte, and
 /// `str::from_utf8` as well for values this short: ~220 instructions of
 /// each signed request (callgrind).
-fn header_text(value: &HeaderValue) -> Option<&str> {
-    let bytes = value.as_bytes();
+fn header_text(bytes: &[u8]) -> Option<&str> {
     // SAFETY: ASCII is valid UTF-8.
     bytes
         .is_ascii()
@@ -122,34 +122,35 @@ fn header_text(value: &HeaderValue) -> Option<&str> {
 /// The identity headers (signed mode's three, then the two network ids)
 /// and the session token, found in one pass over the request's headers:
 /// six lookups by name cost more on every request.
-fn identity_headers(headers: &HeaderMap) -> ([Found<'_>; 5], Option<&HeaderValue>) {
+fn identity_headers(headers: HeaderView<'_>) -> ([Found<'_>; 5], Option<&[u8]>) {
     let mut found = [Found::Absent; 5];
     let mut token = None;
-    for (name, value) in headers {
-        let slot = if name == INSTANCE_ID {
+    headers.for_each(|name, value| {
+        let slot = if is_named(name, &INSTANCE_ID) {
             0
-        } else if name == SIGNATURE {
+        } else if is_named(name, &SIGNATURE) {
             1
-        } else if name == TENANT_ID {
+        } else if is_named(name, &TENANT_ID) {
             2
-        } else if name == OVN_NETWORK_ID {
+        } else if is_named(name, &OVN_NETWORK_ID) {
             3
-        } else if name == NEUTRON_NETWORK_ID {
+        } else if is_named(name, &NEUTRON_NETWORK_ID) {
             4
         } else {
-            if name == TOKEN_HEADER && token.is_none() {
+            if token.is_none() && is_named(name, &TOKEN_HEADER) {
                 token = Some(value);
             }
-            continue;
+            return;
         };
         found[slot].add(value);
-    }
+    });
     (found, token)
 }
 
 /// The guest address the nearest proxy reports.
-fn forwarded_for(headers: &HeaderMap) -> Result<Option<IpAddr>, ApiError> {
-    forwarded_address(headers).map_err(|e| ApiError::BadHeader(e.to_string()))
+fn forwarded_for(headers: HeaderView<'_>) -> Result<Option<IpAddr>, ApiError> {
+    forwarded_address(headers.last(&meta169_http::headers::FORWARDED_FOR))
+        .map_err(|e| ApiError::BadHeader(e.to_string()))
 }
 
 fn truncate(s: &str) -> String {
@@ -176,7 +177,7 @@ fn network_header<'a>(ovn: Found<'a>, neutron: Found<'a>) -> Result<Option<&'a s
 /// Identify a request from its headers and its TCP peer; signatures are
 /// checked with `signatures` (made with the settings' shared secret).
 pub fn identify<'a>(
-    headers: &'a HeaderMap,
+    headers: HeaderView<'a>,
     peer: IpAddr,
     settings: &IdentitySettings,
     signatures: &SignatureMemo,
@@ -189,7 +190,7 @@ pub fn identify<'a>(
 /// [`identify`], a signature checked by `signed`: whether the signature
 /// (second) is the instance id's (first) under the shared secret.
 pub fn identify_with<'a>(
-    headers: &'a HeaderMap,
+    headers: HeaderView<'a>,
     peer: IpAddr,
     settings: &IdentitySettings,
     signed: impl FnOnce(&str, &[u8]) -> bool,
@@ -202,7 +203,7 @@ pub fn identify_with<'a>(
     };
     if !settings.is_trusted(peer) {
         if settings.by_peer() {
-            return Ok(by_source(headers.get(&TOKEN_HEADER)));
+            return Ok(by_source(headers.first(&TOKEN_HEADER)));
         }
         if let Some(left_out) = refusals().allow(peer) {
             tracing::warn!(%peer, left_out, "request from a peer that is not a trusted proxy refused");
@@ -217,7 +218,7 @@ pub fn identify_with<'a>(
     // id. Signed headers in it are the guest's, so they are not believed.
     let (found, session_token) = match settings.signed || settings.by_address {
         true => identity_headers(headers),
-        false => ([Found::Absent; 5], headers.get(&TOKEN_HEADER)),
+        false => ([Found::Absent; 5], headers.first(&TOKEN_HEADER)),
     };
     let [instance_id, signature, project_id, ovn, neutron] = found;
     let network = match settings.by_address {

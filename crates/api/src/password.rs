@@ -18,7 +18,7 @@ pub async fn answer(
     service: &MetadataService,
     loaded: &LoadedInstance,
     request: &http::request::Parts,
-    body: Incoming,
+    body: Option<Incoming>,
 ) -> Result<Answer, ApiError> {
     match request.method {
         Method::GET => Ok(plain(ContentType::Text, loaded.password.clone())),
@@ -35,8 +35,13 @@ pub async fn answer(
             if !loaded.password.is_empty() {
                 return Err(ApiError::PasswordConflict);
             }
+            // Only hyper's requests carry a body (the quick path takes GETs).
+            let body = match body {
+                Some(body) => axum::body::Body::new(body),
+                None => axum::body::Body::empty(),
+            };
             let body = meta169_http::body::read_bounded(
-                axum::body::Body::new(body),
+                body,
                 MAX_PASSWORD_LEN,
                 service.limits.body_read_timeout,
             )

@@ -1,7 +1,9 @@
 //! The guest-facing request path: every request, whatever its path, is
 //! identified, answered from the caller's tree and counted. Mirrors
 //! Nova's handler: `/` needs no identity, any method but on `password` is
-//! served as GET, absent data is a fast 404. How a request ends (its
+//! served as GET, absent data is a fast 404. Requests come from hyper
+//! ([`handle`]) or from the listener's quick path ([`PeerHandler::handle_head`]),
+//! and are read the same way ([`RequestHead`]). How a request ends (its
 //! response, metrics and access log line) is in `request/outcome.rs`.
 
 use crate::answer::plain;
@@ -13,6 +15,8 @@ use crate::metrics::IdentityLabel;
 use bytes::Bytes;
 use futures_util::future::Either;
 use hyper::body::Incoming;
+use meta169_http::quick::{Head, PlainAnswer, Quick};
+use meta169_http::request_head::RequestHead;
 use meta169_http::Answer;
 use meta169_http::{Handled, PeerHandler};
 use meta169_tree::versions::{ec2_version_listing, openstack_version_listing};
@@ -25,7 +29,7 @@ use tracing::Instrument;
 
 mod outcome;
 
-use outcome::{finish, Outcome, Ready};
+use outcome::{finish, settle, Outcome, Ready};
 
 /// `YYYY-MM-DD` of now, UTC, for hiding future versions.
 pub fn today_utc() -> String {
@@ -89,6 +93,41 @@ impl PeerHandler for MetadataHandler {
     ) -> Handled<impl std::future::Future<Output = Answer> + Send + 'static + use<>> {
         handle(&self.0, request, peer)
     }
+
+    const QUICK: bool = true;
+
+    /// A plain GET: a cached answer goes out with its fixed headers
+    /// rendered once ([`crate::answer::header_lines`]); the rest as from
+    /// hyper, by [`later`].
+    fn handle_head(
+        &self,
+        head: &Head<'_>,
+        peer: SocketAddr,
+    ) -> Option<Quick<impl std::future::Future<Output = Answer> + Send + 'static + use<>>> {
+        let started = Instant::now();
+        let view = head.view();
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            let mut outcome = Outcome::default();
+            if let Some(result) = cached(&self.0, &view, peer.ip(), started, &mut outcome) {
+                return Some(
+                    match settle(&self.0, view.path, result, started, &outcome) {
+                        Ready::Body(content_type, body) => Quick::Plain(PlainAnswer {
+                            header_lines: crate::answer::header_lines(content_type),
+                            body,
+                        }),
+                        Ready::Response(answer) => Quick::Now(answer),
+                    },
+                );
+            }
+        }
+        Some(Quick::Later(later(
+            &self.0,
+            head.to_parts()?,
+            None,
+            peer,
+            started,
+        )))
+    }
 }
 
 /// The metadata handler: every path goes through here.
@@ -96,13 +135,9 @@ impl PeerHandler for MetadataHandler {
 /// Most requests are answered from the caches without waiting for
 /// anything ([`serve_cached`]): [`Handled::Now`], with no future, span or
 /// allocation, since hyper moves each request's future a few times and
-/// its size showed in the profile. The rest (cache
-/// misses, passwords, the first vendordata call) and every request while
-/// debug logging is on take the async way, boxed, in a span.
-///
-/// The per-request span is at debug level: an enabled span costs more than
-/// the rest of a cached request. Error events carry path and instance
-/// themselves, so logs at info level lose nothing.
+/// its size showed in the profile. The rest (cache misses, passwords, the
+/// first vendordata call) and every request while debug logging is on
+/// take the async way ([`later`]).
 pub fn handle(
     service: &Arc<MetadataService>,
     request: http::Request<Incoming>,
@@ -114,46 +149,75 @@ pub fn handle(
     let (parts, body) = request.into_parts();
     if !tracing::enabled!(tracing::Level::DEBUG) {
         let mut outcome = Outcome::default();
-        let result = match serve_cached(service, &parts, peer.ip(), started, &mut outcome) {
-            Ok(None) => None,
-            Ok(Some(ready)) => Some(Ok(ready)),
-            Err(error) => Some(Err(error)),
-        };
-        if let Some(result) = result {
-            let answer = finish(service, &parts, result, started, &outcome);
+        let head = RequestHead::of(&parts);
+        if let Some(result) = cached(service, &head, peer.ip(), started, &mut outcome) {
+            let answer = finish(service, head.path, result, started, &outcome);
             crate::answer::recycle(parts.headers);
             return Handled::Now(answer);
         }
     }
+    Handled::Later(later(service, parts, Some(body), peer, started))
+}
+
+/// A request the caches cannot answer at once, or any while debug
+/// logging is on: boxed, in a span ([`serve`]).
+///
+/// The per-request span is at debug level: an enabled span costs more than
+/// the rest of a cached request. Error events carry path and instance
+/// themselves, so logs at info level lose nothing.
+fn later(
+    service: &Arc<MetadataService>,
+    parts: http::request::Parts,
+    body: Option<Incoming>,
+    peer: SocketAddr,
+    started: Instant,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>> {
     let span = tracing::debug_span!("metadata", path = %parts.uri.path(), method = %parts.method, instance = tracing::field::Empty);
     let service = service.clone();
-    Handled::Later(Box::pin(
+    Box::pin(
         async move {
             let mut outcome = Outcome::default();
             let result = serve(&service, &parts, body, peer.ip(), started, &mut outcome).await;
             finish(
                 &service,
-                &parts,
+                parts.uri.path(),
                 result.map(Ready::Response),
                 started,
                 &outcome,
             )
         }
         .instrument(span),
-    ))
+    )
+}
+
+/// [`serve_cached`]'s answer, or `None` when the request takes the async
+/// way.
+fn cached(
+    service: &MetadataService,
+    request: &RequestHead<'_>,
+    peer: IpAddr,
+    started: Instant,
+    outcome: &mut Outcome,
+) -> Option<Result<Ready, ApiError>> {
+    match serve_cached(service, request, peer, started, outcome) {
+        Ok(None) => None,
+        Ok(Some(ready)) => Some(Ok(ready)),
+        Err(error) => Some(Err(error)),
+    }
 }
 
 /// A request answered from the caches without waiting: `Ok(None)` when
 /// it needs the store, the vendordata service or a password write, and
-/// goes the async way ([`serve`]) from the start.
+/// goes the async way ([`serve`]) from the start. Nothing it does before
+/// `Ok(None)` is counted, so the async way may do it again.
 fn serve_cached(
     service: &MetadataService,
-    request: &http::request::Parts,
+    request: &RequestHead<'_>,
     peer: IpAddr,
     started: Instant,
     outcome: &mut Outcome,
 ) -> Result<Option<Ready>, ApiError> {
-    let decoded = decode_path(request.uri.path())?;
+    let decoded = decode_path(request.path)?;
     let path = parse_path(&decoded)?;
     if path == MetadataPath::Root {
         return Ok(Some(Ready::Body(
@@ -192,21 +256,22 @@ fn serve_cached(
 async fn serve(
     service: &MetadataService,
     request: &http::request::Parts,
-    body: Incoming,
+    body: Option<Incoming>,
     peer: IpAddr,
     started: Instant,
     outcome: &mut Outcome,
 ) -> Result<Answer, ApiError> {
-    let decoded = decode_path(request.uri.path())?;
+    let head = RequestHead::of(request);
+    let decoded = decode_path(head.path)?;
     let path = parse_path(&decoded)?;
     if path == MetadataPath::Root {
         return Ok(plain(ContentType::Text, ec2_version_listing()));
     }
-    let caller = caller_of(service, request, peer, outcome, |id, signature| {
+    let caller = caller_of(service, &head, peer, outcome, |id, signature| {
         service.signatures.matches(id, signature)
     })?;
     let loaded = service.resolve(&caller, started).await?;
-    let reply = reply_for(service, &loaded, &path, request, &caller, outcome);
+    let reply = reply_for(service, &loaded, &path, &head, &caller, outcome);
     outcome.instance = Some(loaded.clone());
     match reply? {
         Reply::Now(Ready::Body(content_type, body)) => Ok(plain(content_type, body)),
@@ -234,12 +299,12 @@ async fn serve(
 /// ([`identify_with`]).
 fn caller_of<'a>(
     service: &MetadataService,
-    request: &'a http::request::Parts,
+    request: &RequestHead<'a>,
     peer: IpAddr,
     outcome: &mut Outcome,
     signed: impl FnOnce(&str, &[u8]) -> bool,
 ) -> Result<Caller<'a>, ApiError> {
-    let caller = identify_with(&request.headers, peer, &service.settings.identity, signed)?;
+    let caller = identify_with(request.headers, peer, &service.settings.identity, signed)?;
     outcome.identity = match caller.identity {
         Identity::Signed { .. } => IdentityLabel::Signed,
         Identity::ByAddress { .. } => IdentityLabel::ByAddress,
@@ -264,7 +329,7 @@ fn reply_for(
     service: &MetadataService,
     loaded: &Arc<LoadedInstance>,
     path: &MetadataPath<'_>,
-    request: &http::request::Parts,
+    request: &RequestHead<'_>,
     caller: &Caller<'_>,
     outcome: &mut Outcome,
 ) -> Result<Reply, ApiError> {
@@ -295,7 +360,7 @@ fn reply_for(
         MetadataPath::Root => unreachable!("answered before identification"),
     };
     // A signed request's X-Forwarded-For is read only if the path needs it.
-    let guest = || caller.requester(&request.headers);
+    let guest = || caller.requester(request.headers);
     if let Some(answer) = crate::instance_identity::answer(loaded, segments, guest) {
         return answer.map(|answer| Reply::Now(Ready::Response(answer)));
     }

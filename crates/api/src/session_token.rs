@@ -8,7 +8,8 @@ use crate::error::ApiError;
 use crate::metadata::MetadataService;
 use crate::token;
 use http::HeaderValue;
-use meta169_http::headers::FORWARDED_FOR;
+use meta169_http::headers::{visible_text, FORWARDED_FOR};
+use meta169_http::request_head::RequestHead;
 use meta169_http::Answer;
 use meta169_tree::ContentType;
 
@@ -18,10 +19,10 @@ use meta169_tree::ContentType;
 pub(crate) fn answer(
     service: &MetadataService,
     loaded: &LoadedInstance,
-    request: &http::request::Parts,
+    request: &RequestHead<'_>,
     direct: bool,
 ) -> Result<Answer, ApiError> {
-    if request.method != http::Method::PUT {
+    if *request.method != http::Method::PUT {
         return Err(ApiError::MethodNotAllowed(
             "A session token is requested with PUT.".into(),
         ));
@@ -29,18 +30,13 @@ pub(crate) fn answer(
     // A token request relayed by a proxy inside the guest (what a forged
     // request from a guest's web application looks like) is refused, as
     // AWS does. From a trusted proxy, X-Forwarded-For is that proxy's.
-    if direct && request.headers.contains_key(FORWARDED_FOR) {
+    if direct && request.headers.contains(&FORWARDED_FOR) {
         return Err(ApiError::NotAccepted(
             "A session token request must not carry X-Forwarded-For.".into(),
         ));
     }
-    let ttl = token::parse_ttl(
-        request
-            .headers
-            .get(&token::TTL_HEADER)
-            .map(HeaderValue::as_bytes),
-    )
-    .map_err(|e| ApiError::BadRequest(format!("{e}.")))?;
+    let ttl = token::parse_ttl(request.headers.first(&token::TTL_HEADER))
+        .map_err(|e| ApiError::BadRequest(format!("{e}.")))?;
     let mut answer = plain(
         ContentType::Text,
         service.settings.tokens.keys.issue(&loaded.uuid, ttl),
@@ -58,11 +54,11 @@ pub(crate) fn answer(
 pub(crate) fn check(
     service: &MetadataService,
     loaded: &LoadedInstance,
-    token: Option<&HeaderValue>,
+    token: Option<&[u8]>,
 ) -> Result<(), ApiError> {
     match token {
         Some(value) => {
-            let text = value.to_str().unwrap_or_default();
+            let text = visible_text(value).unwrap_or_default();
             service
                 .settings
                 .tokens

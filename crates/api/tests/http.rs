@@ -1015,3 +1015,90 @@ async fn tokens_can_be_required_per_site_or_per_instance() {
     strict.add(&instance).await;
     assert_eq!(strict.get(path).await.0, 401);
 }
+
+/// Send raw requests in one write (the last asking to close); every
+/// answer, without its date.
+fn raw_all(addr: &str, requests: &[u8]) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(requests).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .filter(|l| !l.starts_with("date: "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_quick_path_answers_as_hyper_does() {
+    let api = TestApi::start(signed_settings(), ServerLimits::default()).await;
+    let i = example_instance();
+    api.add(&i).await;
+    // The same service behind a listener where hyper reads every request.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let by_hyper = listener.local_addr().unwrap().to_string();
+    let hyper_only = ServerLimits {
+        quick_path: false,
+        ..ServerLimits::default()
+    };
+    tokio::spawn(meta169_api::server::serve_direct(
+        listener,
+        meta169_api::metadata_handler(api.service.clone()),
+        hyper_only,
+        std::future::pending(),
+    ));
+    let sig = sign_instance_id(SECRET, &i.uuid);
+    let head = |path: &str, headers: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: 169.254.169.254\r\n{headers}\r\n")
+    };
+    let signed = |path: &str| {
+        head(
+            path,
+            &format!(
+                "X-Instance-ID: {}\r\nx-tenant-id: {}\r\nX-INSTANCE-ID-SIGNATURE: {sig}\r\nX-Forwarded-For: 6.6.6.6, 10.9.9.9\r\n",
+                i.uuid, i.project_id
+            ),
+        )
+    };
+    let requests = [
+        signed("/latest/meta-data/instance-id"),
+        signed("/latest/meta-data/"),
+        signed("/latest/meta-data/local-ipv4"),
+        signed("/openstack/latest/network_data.json"),
+        signed("/openstack/latest/user_data"),
+        signed("/openstack/latest/password"),
+        signed("/openstack"),
+        signed("/"),
+        signed("/2009-04-04/meta-data/hostname?x=1"),
+        signed("/no/such/thing"),
+        signed("/latest/meta-data/%2e%2e"),
+        head("/latest/meta-data/instance-id", &format!("X-Instance-ID: {}\r\nX-Tenant-ID: {}\r\nX-Instance-ID-Signature: 00\r\n", i.uuid, i.project_id)),
+        head("/latest/meta-data/instance-id", &format!("X-Instance-ID: {}\r\nX-Instance-ID-Signature: {sig}\r\n", i.uuid)),
+        head("/latest/meta-data/instance-id", &format!("X-Instance-ID: {0}\r\nX-Instance-ID: {0}\r\nX-Tenant-ID: p\r\nX-Instance-ID-Signature: {sig}\r\n", i.uuid)),
+        signed("/latest/meta-data/hostname").replace("Host:", "Connection: close\r\nHost:"),
+    ]
+    .concat();
+    let by_quick = api.base.trim_start_matches("http://").to_string();
+    let (quick, hyper) = tokio::task::spawn_blocking(move || {
+        (
+            raw_all(&by_quick, requests.as_bytes()),
+            raw_all(&by_hyper, requests.as_bytes()),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(quick.matches("HTTP/1.1 ").count(), 15, "{quick}");
+    assert_eq!(quick, hyper);
+    for status in [
+        "200 OK",
+        "404 Not Found",
+        "400 Bad Request",
+        "403 Forbidden",
+    ] {
+        assert!(quick.contains(status), "no {status}: {quick}");
+    }
+}

@@ -1,7 +1,7 @@
 //! Guest addresses as proxies report them: IPv4-mapped IPv6 folded to
 //! IPv4, and the guest taken from `X-Forwarded-For`.
 
-use crate::headers::FORWARDED_FOR;
+use crate::headers::{visible_text, FORWARDED_FOR};
 use http::HeaderMap;
 use std::net::IpAddr;
 
@@ -32,12 +32,21 @@ pub enum ForwardedForError {
 /// `X-Forwarded-For` header, which the nearest proxy added (anything before
 /// it may have come from the guest); canonical. `None` without the header.
 pub fn forwarded_for(headers: &HeaderMap) -> Result<Option<IpAddr>, ForwardedForError> {
-    let Some(last_header) = headers.get_all(FORWARDED_FOR).iter().next_back() else {
+    forwarded_address(
+        headers
+            .get_all(FORWARDED_FOR)
+            .iter()
+            .next_back()
+            .map(|v| v.as_bytes()),
+    )
+}
+
+/// [`forwarded_for`] from the last `X-Forwarded-For` value itself.
+pub fn forwarded_address(last_header: Option<&[u8]>) -> Result<Option<IpAddr>, ForwardedForError> {
+    let Some(last_header) = last_header else {
         return Ok(None);
     };
-    let text = last_header
-        .to_str()
-        .map_err(|_| ForwardedForError::NotText)?;
+    let text = visible_text(last_header).ok_or(ForwardedForError::NotText)?;
     let last = text.rsplit(',').next().unwrap_or("").trim();
     last.parse::<IpAddr>()
         .map(|ip| Some(canonical_ip(ip)))

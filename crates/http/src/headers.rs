@@ -1,6 +1,7 @@
 //! The header names meta169 reads and writes, in one place: Neutron's
 //! proxy headers, haproxy's network header, and the `Server` value that
-//! tells meta169's agent it talks to meta169 serve.
+//! tells meta169's agent it talks to meta169 serve; and what counts as a
+//! header value's text.
 
 use http::{HeaderName, HeaderValue};
 
@@ -32,6 +33,19 @@ pub fn is_meta169(server: &HeaderValue) -> bool {
     server.as_bytes().starts_with(SERVER.as_bytes())
 }
 
+/// A header value as text, by [`HeaderValue::to_str`]'s rule: visible
+/// ASCII and tabs only.
+pub fn visible_text(value: &[u8]) -> Option<&str> {
+    match value
+        .iter()
+        .all(|b| *b == b'\t' || (0x20..0x7f).contains(b))
+    {
+        // Visible ASCII is UTF-8.
+        true => std::str::from_utf8(value).ok(),
+        false => None,
+    }
+}
+
 /// How a header is spelled in messages to people (Nova's spelling).
 pub fn display_name(name: &HeaderName) -> &str {
     const SPELLED: [(HeaderName, &str); 6] = [
@@ -59,5 +73,15 @@ mod tests {
         assert_eq!(display_name(&http::header::HOST), "host");
         assert!(is_meta169(&HeaderValue::from_static("meta169/0.1")));
         assert!(!is_meta169(&HeaderValue::from_static("nginx")));
+    }
+
+    #[test]
+    fn text_is_what_header_values_call_text() {
+        for value in [&b"abc def"[..], b"a\tb", b"caf\xc3\xa9", b"\x7f", b""] {
+            let reference = HeaderValue::from_bytes(value)
+                .ok()
+                .and_then(|v| v.to_str().ok().map(str::to_owned));
+            assert_eq!(visible_text(value).map(str::to_owned), reference);
+        }
     }
 }

@@ -3,7 +3,8 @@
 //! ([`mac`]) and the proxy signature ([`signing`]); with the default
 //! `server` feature also the bounded HTTP/1 listener for TCP and UNIX
 //! sockets ([`listener`]) and its sockets ([`bind`], [`hop_limit`],
-//! [`direct_socket`]), bounded body reads ([`body`]) and CA bundles
+//! [`direct_socket`]), its quick path for plain GET requests ([`quick`],
+//! reading heads as [`request_head`]), bounded body reads ([`body`]) and CA bundles
 //! ([`ca`]), and the operations listener ([`ops`]: metrics, health,
 //! readiness). The pure crates (the tree, the store) use the first part only.
 
@@ -36,6 +37,12 @@ pub mod log_throttle;
 pub mod ops;
 #[cfg(feature = "server")]
 mod per_source;
+#[cfg(feature = "server")]
+pub mod quick;
+#[cfg(feature = "server")]
+pub mod request_head;
+#[cfg(feature = "server")]
+mod rewind;
 
 #[cfg(feature = "server")]
 pub use listener::{

@@ -10,6 +10,8 @@ use crate::head_timeout::{HeadClock, HeadTimeout};
 use crate::hop_limit::{HopControl, HopLimit};
 use crate::log_throttle;
 use crate::per_source::PerSource;
+use crate::quick::{Head, Quick};
+use crate::rewind::Rewind;
 use futures_util::future::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -54,6 +56,9 @@ pub struct ServerLimits {
     /// Set a TCP connection's hop limit when an answer asks for one
     /// ([`crate::hop_limit`]; costs a duplicated descriptor per connection).
     pub honour_hop_limits: bool,
+    /// Read plain GET requests on the quick path ([`crate::quick`]) when
+    /// the handler has one; off, hyper reads every request.
+    pub quick_path: bool,
 }
 
 /// A guest's connections at once: cloud-init uses one, a few tools at
@@ -74,6 +79,7 @@ impl Default for ServerLimits {
             body_read_timeout: Duration::from_secs(10),
             batch_pipelined_answers: false,
             honour_hop_limits: false,
+            quick_path: true,
         }
     }
 }
@@ -132,6 +138,23 @@ pub trait PeerHandler: Clone + Send + 'static {
         peer: SocketAddr,
     ) -> Handled<impl Future<Output = Answer> + Send + 'static + use<Self>> {
         Handled::Later(self.handle(request, peer))
+    }
+
+    /// Whether [`Self::handle_head`] takes requests: then the listener
+    /// reads a connection's plain GET requests itself ([`crate::quick`])
+    /// until one it does not take.
+    const QUICK: bool = false;
+
+    /// A plain GET request, as the quick path read it: answered, or on
+    /// its way; `None` leaves it, with nothing done for it yet, to hyper,
+    /// which then calls [`Self::handle_now`] with it and serves the rest
+    /// of its connection.
+    fn handle_head(
+        &self,
+        _head: &Head<'_>,
+        _peer: SocketAddr,
+    ) -> Option<Quick<impl Future<Output = Answer> + Send + 'static + use<Self>>> {
+        None::<Quick<std::future::Ready<Answer>>>
     }
 }
 
@@ -277,9 +300,9 @@ pub async fn serve_direct(
     }
 }
 
-/// An answer handed over to hyper: its hop limit applied, and the wait
-/// for the connection's next request head started.
-fn answered(answer: &Answer, hops: Option<&HopControl>, clock: &HeadClock) {
+/// An answer handed over to be written: its hop limit applied, and the
+/// wait for the connection's next request head started.
+pub(crate) fn answered(answer: &Answer, hops: Option<&HopControl>, clock: &HeadClock) {
     if let Some(hops) = hops {
         if let Some(limit) = answer.extensions().get::<HopLimit>() {
             hops.apply(*limit);
@@ -315,7 +338,8 @@ struct Connection {
     hops: Option<Arc<HopControl>>,
 }
 
-/// Serve one accepted connection.
+/// Serve one accepted connection: on the quick path while the handler
+/// takes its requests there, then by hyper.
 async fn serve_connection<I>(
     io: I,
     connection: Connection,
@@ -324,8 +348,40 @@ async fn serve_connection<I>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let io = HeadTimeout::new(io, connection.clock.clone(), limits.header_read_timeout);
+    let max_head_bytes = limits.max_head_bytes.max(MIN_HEAD_BYTES);
+    let io = if quick_path(&handler, limits) {
+        let quick = crate::quick::Connection {
+            clock: &connection.clock,
+            hops: connection.hops.as_deref(),
+            peer: connection.peer,
+            max_head_bytes,
+        };
+        match crate::quick::serve(io, quick, handler.clone()).await {
+            crate::quick::Left::Closed => return,
+            crate::quick::Left::ToHyper(io) => io,
+        }
+    } else {
+        Rewind::new(bytes::Bytes::new(), io)
+    };
+    serve_by_hyper(io, connection, handler, max_head_bytes).await
+}
+
+/// Whether `handler`'s connections start on the quick path.
+fn quick_path<H: PeerHandler>(_handler: &H, limits: &ServerLimits) -> bool {
+    H::QUICK && limits.quick_path
+}
+
+/// Serve the rest of a connection with hyper.
+async fn serve_by_hyper<I>(
+    io: I,
+    connection: Connection,
+    handler: impl PeerHandler,
+    max_head_bytes: usize,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let Connection { clock, peer, hops } = connection;
-    let io = HeadTimeout::new(io, clock.clone(), limits.header_read_timeout);
     let handler_clock = clock.clone();
     let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
         handler_clock.begin();
@@ -349,24 +405,36 @@ async fn serve_connection<I>(
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .max_buf_size(limits.max_head_bytes.max(MIN_HEAD_BYTES))
-        .keep_alive(true);
+    builder.max_buf_size(max_head_bytes).keep_alive(true);
     if let Err(e) = builder.serve_connection(io, service).await {
         // Malformed or oversized heads and clients too slow to send one are
         // worth a line (hyper has already answered 400/431 or closed); a
         // client hanging up is not.
         let refused = clock.timed_out() || e.is_parse() || e.is_parse_too_large();
         if refused {
-            if let Some(left_out) = log_throttle::refusals().allow(peer.ip()) {
-                let why = match clock.timed_out() {
-                    true => "request head not received in time".to_string(),
-                    false => e.to_string(),
-                };
-                tracing::info!(%peer, left_out, "request refused: {why}");
-            }
+            refusal(peer, &clock, &e);
         } else {
             tracing::debug!(%peer, "connection ended: {e}");
         }
+    }
+}
+
+/// A refused request's line (throttled per source).
+fn refusal(peer: SocketAddr, clock: &HeadClock, error: &dyn std::fmt::Display) {
+    if let Some(left_out) = log_throttle::refusals().allow(peer.ip()) {
+        let why = match clock.timed_out() {
+            true => "request head not received in time".to_string(),
+            false => error.to_string(),
+        };
+        tracing::info!(%peer, left_out, "request refused: {why}");
+    }
+}
+
+/// A connection the quick path was reading ended with `error`: a line
+/// if its client ran out of time for a head, as hyper's ending gets.
+pub(crate) fn connection_ended(peer: SocketAddr, clock: &HeadClock, error: &std::io::Error) {
+    match clock.timed_out() {
+        true => refusal(peer, clock, error),
+        false => tracing::debug!(%peer, "connection ended: {error}"),
     }
 }

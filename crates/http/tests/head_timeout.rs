@@ -1,11 +1,12 @@
 //! The listener's header read timeout, on real loopback sockets: a client
 //! that dribbles its head or sits idle is cut off, one whose handler is
-//! slow or who pauses between requests for less than the timeout is not.
+//! slow or who pauses between requests for less than the timeout is not;
+//! the same whether hyper or the quick path reads the heads.
 
 mod common;
 
 use bytes::Bytes;
-use common::Server;
+use common::{QuickOk, Server};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use meta169_http::{Answer, Handled, PeerHandler, ServerLimits};
@@ -98,7 +99,16 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_head_sent_a_byte_at_a_time_is_cut_off() {
-    let server = Server::start(Echo, limits()).await;
+    a_head_sent_a_byte_at_a_time_is_cut_off_by(Echo).await;
+    a_head_sent_a_byte_at_a_time_is_cut_off_by(QuickOk {
+        hyper: Echo,
+        slow: TIMEOUT * 2,
+    })
+    .await;
+}
+
+async fn a_head_sent_a_byte_at_a_time_is_cut_off_by(handler: impl PeerHandler) {
+    let server = Server::start(handler, limits()).await;
     let addr = server.addr;
     let (cut, sent) = blocking(move || {
         let mut stream = connect(addr);
@@ -123,7 +133,16 @@ async fn a_head_sent_a_byte_at_a_time_is_cut_off() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idle_keep_alive_connection_is_closed() {
-    let server = Server::start(Echo, limits()).await;
+    an_idle_keep_alive_connection_is_closed_by(Echo).await;
+    an_idle_keep_alive_connection_is_closed_by(QuickOk {
+        hyper: Echo,
+        slow: TIMEOUT * 2,
+    })
+    .await;
+}
+
+async fn an_idle_keep_alive_connection_is_closed_by(handler: impl PeerHandler) {
+    let server = Server::start(handler, limits()).await;
     let addr = server.addr;
     let (status, idle) = blocking(move || {
         let mut stream = connect(addr);
@@ -140,7 +159,16 @@ async fn an_idle_keep_alive_connection_is_closed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_handlers_and_short_pauses_are_not_cut() {
-    let server = Server::start(Echo, limits()).await;
+    slow_handlers_and_short_pauses_are_not_cut_by(Echo).await;
+    slow_handlers_and_short_pauses_are_not_cut_by(QuickOk {
+        hyper: Echo,
+        slow: TIMEOUT * 2,
+    })
+    .await;
+}
+
+async fn slow_handlers_and_short_pauses_are_not_cut_by(handler: impl PeerHandler) {
+    let server = Server::start(handler, limits()).await;
     let addr = server.addr;
     let statuses = blocking(move || {
         let mut stream = connect(addr);

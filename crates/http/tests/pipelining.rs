@@ -1,11 +1,11 @@
 //! Pipelined requests on a listener that batches their answers: they go
 //! out in one write, and valid requests before a malformed one are always
-//! answered.
+//! answered; the same whether hyper or the quick path reads the heads.
 
 mod common;
 
 use bytes::Bytes;
-use common::Server;
+use common::{QuickOk, Server};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use meta169_http::{Answer, PeerHandler, ServerLimits};
@@ -39,6 +39,20 @@ impl PeerHandler for Ok200 {
     }
 }
 
+/// [`Ok200`], its plain GETs on the quick path if `quick`, served with `limits`.
+async fn start(quick: bool, limits: ServerLimits) -> Server {
+    match quick {
+        true => {
+            let quick = QuickOk {
+                hyper: Ok200,
+                slow: SLOW,
+            };
+            Server::start(quick, limits).await
+        }
+        false => Server::start(Ok200, limits).await,
+    }
+}
+
 fn batching(batched: bool) -> ServerLimits {
     ServerLimits {
         batch_pipelined_answers: batched,
@@ -46,8 +60,8 @@ fn batching(batched: bool) -> ServerLimits {
     }
 }
 
-async fn answers_to(batched: bool, requests: &'static [u8]) -> Vec<u16> {
-    let server = Server::start(Ok200, batching(batched)).await;
+async fn answers_to(quick: bool, batched: bool, requests: &'static [u8]) -> Vec<u16> {
+    let server = start(quick, batching(batched)).await;
     let addr = server.addr;
     let text = tokio::task::spawn_blocking(move || {
         let mut stream = TcpStream::connect(addr).unwrap();
@@ -72,20 +86,28 @@ GET /d HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn valid_requests_before_a_malformed_one_are_answered() {
-    for batched in [false, true] {
-        let statuses = answers_to(batched, VALID_THEN_MALFORMED).await;
-        assert_eq!(
-            statuses.iter().filter(|s| **s == 200).count(),
-            3,
-            "batched={batched}: {statuses:?}"
-        );
+    for quick in [false, true] {
+        for batched in [false, true] {
+            let statuses = answers_to(quick, batched, VALID_THEN_MALFORMED).await;
+            assert_eq!(
+                statuses.iter().filter(|s| **s == 200).count(),
+                3,
+                "quick={quick} batched={batched}: {statuses:?}"
+            );
+        }
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pipelined_batch_is_answered_in_one_write() {
+    for quick in [false, true] {
+        a_pipelined_batch_is_answered_in_one_write_by(quick).await;
+    }
+}
+
+async fn a_pipelined_batch_is_answered_in_one_write_by(quick: bool) {
     const BATCH: usize = 10;
-    let server = Server::start(Ok200, batching(true)).await;
+    let server = start(quick, batching(true)).await;
     let addr = server.addr;
     let first_read = tokio::task::spawn_blocking(move || {
         let mut stream = TcpStream::connect(addr).unwrap();
@@ -110,10 +132,16 @@ async fn a_pipelined_batch_is_answered_in_one_write() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_answer_does_not_hold_back_the_ones_before_it() {
+    for quick in [false, true] {
+        a_slow_answer_does_not_hold_back_the_ones_before_it_by(quick).await;
+    }
+}
+
+async fn a_slow_answer_does_not_hold_back_the_ones_before_it_by(quick: bool) {
     const REQUESTS: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n\
 GET /b HTTP/1.1\r\nHost: x\r\n\r\n\
 GET /slow HTTP/1.1\r\nHost: x\r\n\r\n";
-    let server = Server::start(Ok200, batching(true)).await;
+    let server = start(quick, batching(true)).await;
     let addr = server.addr;
     let (early, all) = tokio::task::spawn_blocking(move || {
         let mut stream = TcpStream::connect(addr).unwrap();
@@ -155,11 +183,14 @@ GET /slow HTTP/1.1\r\nHost: x\r\n\r\n";
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_holding_a_blank_line_does_not_stall_its_answer() {
     // The body's blank lines look like ends of heads to the counter.
-    let statuses = answers_to(
-        true,
-        b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\
+    for quick in [false, true] {
+        let statuses = answers_to(
+            quick,
+            true,
+            b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\
 GET /q HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    assert_eq!(statuses, [200, 200]);
+        )
+        .await;
+        assert_eq!(statuses, [200, 200], "quick={quick}");
+    }
 }

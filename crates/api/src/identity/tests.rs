@@ -1,6 +1,6 @@
 use super::*;
 use crate::signing::sign_instance_id;
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue};
 use meta169_http::headers::FORWARDED_FOR;
 
 fn headers(pairs: &[(HeaderName, &str)]) -> HeaderMap {
@@ -24,7 +24,7 @@ fn identify<'a>(
     settings: &IdentitySettings,
 ) -> Result<Caller<'a>, ApiError> {
     super::identify(
-        headers,
+        HeaderView::Map(headers),
         peer,
         settings,
         &SignatureMemo::new(&settings.shared_secret),
@@ -60,7 +60,7 @@ fn the_session_token_is_found_in_every_mode() {
     let token = |caller: Caller<'_>| {
         caller
             .session_token
-            .map(|v| v.to_str().unwrap().to_string())
+            .map(|v| std::str::from_utf8(v).unwrap().to_string())
     };
     let signed = identify(&h, LOCAL.parse().unwrap(), &settings()).unwrap();
     assert_eq!(token(signed).as_deref(), Some("first"));
@@ -81,7 +81,7 @@ fn the_session_token_is_found_in_every_mode() {
 fn header_text_is_visible_ascii_trimmed() {
     let text = |bytes: &[u8]| {
         let value = HeaderValue::from_bytes(bytes).unwrap();
-        Found::Once(&value)
+        Found::Once(value.as_bytes())
             .text(&INSTANCE_ID)
             .map(|t| t.map(str::to_string))
             .map_err(|e| e.to_string())
@@ -100,7 +100,7 @@ fn header_text_is_visible_ascii_trimmed() {
         for bytes in [vec![byte], vec![b'a', byte, b'b']] {
             if let Ok(value) = HeaderValue::from_bytes(&bytes) {
                 assert_eq!(
-                    header_text(&value).is_some(),
+                    header_text(value.as_bytes()).is_some(),
                     value.to_str().is_ok(),
                     "{byte}"
                 );
@@ -128,7 +128,10 @@ fn signed_headers_follow_novas_checks() {
             project_id: "p"
         }
     );
-    assert_eq!(ok.requester(&h1), "10.0.0.5".parse::<IpAddr>().unwrap());
+    assert_eq!(
+        ok.requester(HeaderView::Map(&h1)),
+        "10.0.0.5".parse::<IpAddr>().unwrap()
+    );
     let missing = |h: HeaderMap| identify(&h, peer, &s).unwrap_err().to_string();
     assert_eq!(
         missing(headers(&[(SIGNATURE, &sig)])),
@@ -254,4 +257,40 @@ fn signed_headers_next_to_a_network_id_are_the_guests() {
             ..
         }
     ));
+}
+
+#[test]
+fn headers_as_sent_identify_as_hyper_map_them() {
+    let sig = sign_instance_id(b"s3cret", "abc");
+    let sent = [
+        ("X-INSTANCE-ID", "abc"),
+        ("x-Instance-Id-Signature", sig.as_str()),
+        ("X-Tenant-Id", "p"),
+        ("X-Forwarded-For", "10.0.0.9"),
+        ("X-AWS-EC2-Metadata-Token", "t"),
+    ];
+    let raw: Vec<meta169_http::request_head::RawHeader<'_>> = sent
+        .iter()
+        .map(|(name, value)| meta169_http::request_head::RawHeader {
+            name,
+            value: value.as_bytes(),
+        })
+        .collect();
+    let mut map = HeaderMap::new();
+    for (name, value) in sent {
+        map.append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    let memo = SignatureMemo::new(&settings().shared_secret);
+    let peer = LOCAL.parse().unwrap();
+    let from_map = super::identify(HeaderView::Map(&map), peer, &settings(), &memo).unwrap();
+    let from_raw = super::identify(HeaderView::Raw(&raw), peer, &settings(), &memo).unwrap();
+    assert_eq!(from_map, from_raw);
+    assert_eq!(from_raw.session_token, Some(&b"t"[..]));
+    assert_eq!(
+        from_raw.requester(HeaderView::Raw(&raw)),
+        "10.0.0.9".parse::<IpAddr>().unwrap()
+    );
 }

@@ -27,11 +27,26 @@ pub(super) enum Ready {
 /// The answer (an error turned into its response), counted and logged.
 pub(super) fn finish(
     service: &MetadataService,
-    request: &http::request::Parts,
+    path: &str,
     result: Result<Ready, ApiError>,
     started: Instant,
     outcome: &Outcome,
 ) -> Answer {
+    match settle(service, path, result, started, outcome) {
+        Ready::Body(content_type, body) => plain(content_type, body),
+        Ready::Response(response) => response,
+    }
+}
+
+/// The answer, counted and logged; a body is left a body (for the
+/// listener's quick path, which writes it without a response).
+pub(super) fn settle(
+    service: &MetadataService,
+    path: &str,
+    result: Result<Ready, ApiError>,
+    started: Instant,
+    outcome: &Outcome,
+) -> Ready {
     // An error is made into its response here, a body after counting.
     let (why, ready) = match result {
         Ok(ready) => (None, ready),
@@ -56,7 +71,6 @@ pub(super) fn finish(
     }
     .as_u16();
     let took = started.elapsed();
-    let path = request.uri.path();
     service
         .metrics
         .request(status, TreeLabel::of(path), outcome.identity, took);
@@ -65,10 +79,7 @@ pub(super) fn finish(
         .settings
         .access_log
         .record(path, status, instance, took, why.as_deref());
-    match ready {
-        Ready::Body(content_type, body) => plain(content_type, body),
-        Ready::Response(response) => response,
-    }
+    ready
 }
 
 /// What a request turned out to be, for its metrics and access log line.

@@ -179,6 +179,7 @@ impl ServeSection {
             unlimited_sources: Vec::new(),
             batch_pipelined_answers: false,
             honour_hop_limits: false,
+            quick_path: true,
         }
     }
 
