@@ -2,7 +2,9 @@
 //! hostile clients call for (bounded request head, header read timeout,
 //! bounded number of connections), each request handed to a tower service
 //! with the peer address attached as [`PeerAddr`]. One accept loop for TCP
-//! and UNIX sockets ([`Accept`]), so both get the same limits.
+//! and UNIX sockets ([`Accept`]), so both get the same limits. A handler
+//! with a quick path has its plain GETs read before hyper, under the same
+//! limits ([`crate::quick`]).
 
 use crate::batch::Batch;
 use crate::direct_socket::DirectStream;
