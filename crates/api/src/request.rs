@@ -208,8 +208,9 @@ fn cached(
 
 /// A request answered from the caches without waiting: `Ok(None)` when
 /// it needs the store, the vendordata service or a password write, and
-/// goes the async way ([`serve`]) from the start. Nothing it does before
-/// `Ok(None)` is counted, so the async way may do it again.
+/// goes the async way ([`serve`]) from the start. What it finds is
+/// counted from its `outcome` once answered, so the async way may do it
+/// again.
 fn serve_cached(
     service: &MetadataService,
     request: &RequestHead<'_>,
@@ -342,7 +343,7 @@ fn reply_for(
         return crate::session_token::answer(service, loaded, request, direct)
             .map(|answer| Reply::Now(Ready::Response(answer)));
     }
-    crate::session_token::check(service, loaded, caller.session_token)?;
+    outcome.tokenless = crate::session_token::check(service, loaded, caller.session_token)?;
     let segments = match path {
         MetadataPath::Ec2Versions => {
             return Ok(Reply::Now(Ready::Body(

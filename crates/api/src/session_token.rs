@@ -49,13 +49,14 @@ pub(crate) fn answer(
 }
 
 /// A request's session token: checked when sent, required where the
-/// instance's record or the server says so; requests without one are
-/// counted.
+/// instance's record or the server says so. `Ok(true)` for a request
+/// without one, which the caller counts once the request is answered (a
+/// request tried from the caches first is checked twice).
 pub(crate) fn check(
     service: &MetadataService,
     loaded: &LoadedInstance,
     token: Option<&[u8]>,
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     match token {
         Some(value) => {
             let text = visible_text(value).unwrap_or_default();
@@ -64,6 +65,7 @@ pub(crate) fn check(
                 .tokens
                 .keys
                 .check(text, &loaded.uuid)
+                .map(|()| false)
                 .map_err(|e| {
                     ApiError::Unauthorized(format!(
                         "{e}: request a new one with PUT /latest/api/token."
@@ -77,8 +79,7 @@ pub(crate) fn check(
                     "This instance requires a session token: PUT /latest/api/token with X-aws-ec2-metadata-token-ttl-seconds, then send it as X-aws-ec2-metadata-token.".into(),
                 ));
             }
-            service.metrics.tokenless.inc();
-            Ok(())
+            Ok(true)
         }
     }
 }

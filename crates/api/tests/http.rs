@@ -1102,3 +1102,29 @@ async fn the_quick_path_answers_as_hyper_does() {
         assert!(quick.contains(status), "no {status}: {quick}");
     }
 }
+
+#[tokio::test]
+async fn a_request_without_a_token_is_counted_once() {
+    let api = TestApi::standalone().await;
+    let counted = || api.service.metrics.tokenless.get();
+    // A password read is tried from the caches first and answered by the
+    // store; a cached path at once; both the quick way and hyper's.
+    for path in [
+        "/openstack/latest/password",
+        "/latest/meta-data/instance-id",
+    ] {
+        let before = counted();
+        api.ok(path).await;
+        assert_eq!(counted(), before + 1, "{path}");
+        let before = counted();
+        let r = api
+            .http
+            .post(format!("{}{path}", api.base))
+            .header("Content-Length", "0")
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().as_u16() < 500, "{path}");
+        assert_eq!(counted(), before + 1, "{path} by hyper");
+    }
+}

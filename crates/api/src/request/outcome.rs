@@ -71,6 +71,9 @@ pub(super) fn settle(
     }
     .as_u16();
     let took = started.elapsed();
+    if outcome.tokenless {
+        service.metrics.tokenless.inc();
+    }
     service
         .metrics
         .request(status, TreeLabel::of(path), outcome.identity, took);
@@ -86,6 +89,8 @@ pub(super) fn settle(
 pub(super) struct Outcome {
     pub(super) instance: Option<Arc<LoadedInstance>>,
     pub(super) identity: IdentityLabel,
+    /// It came without a session token.
+    pub(super) tokenless: bool,
 }
 
 impl Default for Outcome {
@@ -93,6 +98,7 @@ impl Default for Outcome {
         Outcome {
             instance: None,
             identity: IdentityLabel::None,
+            tokenless: false,
         }
     }
 }
