@@ -1,5 +1,6 @@
 //! Bytes from a client, through serve's real listener and metadata
-//! handler (hyper's parsing, the head timeout, the Host check, path
+//! handler (the quick path's reading of plain GETs and its hand-over to
+//! hyper, hyper's parsing, the head timeout, the Host check, path
 //! decoding, identification in every mode, the tree, the password
 //! endpoint, session tokens): whatever arrives, the connection ends with
 //! answers or is closed, and nothing panics.
